@@ -1,0 +1,34 @@
+"""Shared test setup: 4 fake CPU devices, a persistent compilation cache, the shared corpora."""
+
+import os
+import pathlib
+import tempfile
+
+import jax
+import pytest
+
+# Must run before any JAX backend is initialised: every test session sees 4 CPU devices, so
+# 1-device vs 4-device comparisons can run in one process (Mesh over devices[:1] vs devices[:4]).
+jax.config.update("jax_num_cpu_devices", 4)
+_CACHE = os.environ.get(
+    "MIMTEXT_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "mimtext_test_jax_cache"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> pathlib.Path:
+  env = os.environ.get("MIMTEXT_DATA")
+  return pathlib.Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+  """The real corpora (../shared/data or $MIMTEXT_DATA). Required on CI; skipped elsewhere if absent."""
+  path = _shared_data_dir()
+  if not (path / "ptb" / "train.txt").exists():
+    if os.environ.get("CI"):
+      pytest.fail(f"shared corpora not found at {path}; set MIMTEXT_DATA")
+    pytest.skip(f"shared corpora not found at {path}")
+  return path
