@@ -1,0 +1,72 @@
+r"""Evaluates a checkpoint written by `launch.train`: NLL/PPL bounds, BLEU-1, reconstructions.
+
+  python -m launch.evaluate --workdir=W [--step=best|latest|N] [--split=test] [--num_z_samples=10]
+
+Restores the parameters only (no optimiser state), reads the run's saved config and vocabulary,
+prints a table and writes it as JSON to W/eval_SPLIT.json. Logic lives in `mimtext.evaluation`.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from mimtext import checkpoint as checkpoint_lib
+from mimtext import train as train_lib
+from mimtext.evaluation import runner
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.", required=True)
+_STEP = flags.DEFINE_string("step", "best", "Checkpoint to evaluate: best, latest or a step number.")
+_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate (train, valid or test).")
+_NUM_Z = flags.DEFINE_integer("num_z_samples", None,
+                              "z samples per sentence for ELBO/IW/MELBO (default: the config's).")
+_BATCH = flags.DEFINE_integer("batch_size", 50, "Sentences per evaluation batch.")
+_MAX_SENTENCES = flags.DEFINE_integer(
+    "max_sentences", 0, "Evaluate only the first N sentences of the split (0: all of them).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's data directory.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the z samples.")
+
+
+def _step_arg(value: str):
+  if value in ("best", "latest"):
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise app.UsageError(f"--step={value!r}: use best, latest or a step number") from None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.INFO)
+  step = _step_arg(_STEP.value)
+  if _BATCH.value <= 0 or _MAX_SENTENCES.value < 0:
+    raise app.UsageError("--batch_size must be positive and --max_sentences >= 0")
+  try:
+    run = runner.load_run(_WORKDIR.value, step)
+  except (FileNotFoundError, checkpoint_lib.CheckpointError) as e:
+    raise app.UsageError(str(e)) from None
+  if _DATA_DIR.value:
+    with run.config.unlocked():
+      run.config.data.data_dir = _DATA_DIR.value
+  corpus = train_lib.load_corpus(run.config, run.vocab)
+  if _SPLIT.value not in corpus.splits:
+    raise app.UsageError(f"--split={_SPLIT.value!r}: the corpus has {sorted(corpus.splits)}")
+  split = corpus.splits[_SPLIT.value]
+  if _MAX_SENTENCES.value:
+    split = split.head(_MAX_SENTENCES.value)
+  num_z = _NUM_Z.value or run.config.eval.num_z_samples
+  report = runner.evaluate_split(run, split, num_z_samples=num_z, seed=_SEED.value,
+                                 batch_size=_BATCH.value,
+                                 max_decode_len=run.config.eval.max_decode_len)
+  report.update(split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir)
+  print(runner.format_report(report, _SPLIT.value, corpus.name))
+  path = os.path.join(run.workdir, f"eval_{_SPLIT.value}.json")
+  checkpoint_lib.save_json(run.workdir, f"eval_{_SPLIT.value}.json", report)
+  print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,65 @@
+r"""Trains a sentence autoencoder (sMIM, sVAE or AE) and checkpoints it.
+
+  python -m launch.train --flagfile=launch/configs/quickstart.flags --workdir=/tmp/quickstart
+  python -m launch.train --flagfile=launch/configs/ptb_smim_128.flags --workdir=W --max_steps=500
+
+The experiment configuration is `launch/configs/base.py`; a flagfile overrides fields of it and any
+field can be overridden again with `--config.FIELD=VALUE`. Rerunning with the same --workdir resumes
+from the latest checkpoint. Logic lives in `mimtext.train`.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from launch.configs import base
+from mimtext import train as train_lib
+
+_CONFIG = config_flags.DEFINE_config_dict(
+    "config", base.get_config(), "Experiment configuration; override fields as --config.FIELD=V.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocab.",
+                               required=True)
+# Short forms of the most used fields; when given they win over --config.*.
+_SHORT_FLAGS = {
+    "max_steps": flags.DEFINE_integer("max_steps", None, "Stop after this many steps (0: none)."),
+    "max_epochs": flags.DEFINE_integer("max_epochs", None, "Stop after this many epochs (0: none)."),
+    "seed": flags.DEFINE_integer("seed", None, "Random seed (init, shuffling, sampling)."),
+    "batch_size": flags.DEFINE_integer("batch_size", None, "Global batch size."),
+    "data.data_dir": flags.DEFINE_string(
+        "data_dir", None, "Directory holding train.txt / valid.txt / test.txt."),
+}
+
+
+def config_from_flags():
+  """The config with the short flags applied, validated before any work is done."""
+  config = _CONFIG.value
+  with config.unlocked():
+    for field, flag in _SHORT_FLAGS.items():
+      if flag.value is not None:
+        target = config
+        *parents, leaf = field.split(".")
+        for part in parents:
+          target = target[part]
+        target[leaf] = flag.value
+  train_lib.validate_config(config)
+  return config
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.INFO)
+  try:
+    config = config_from_flags()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  if config.distributed:
+    jax.distributed.initialize()
+  logging.info("devices: %s; processes: %d", jax.devices(), jax.process_count())
+  train_lib.train_and_evaluate(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

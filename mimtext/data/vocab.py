@@ -1,0 +1,174 @@
+"""Word vocabulary: token <-> id maps with the four special tokens first.
+
+Ids 0-3 are always `<pad>`, `<sos>`, `<eos>`, `<unk>` (in that order), so every model can rely on
+`PAD_ID = 0` for padding and on `<eos>` terminating a sentence. Source corpora mark out-of-vocabulary
+words as `<unk>` (PTB) or `_UNK` (Yahoo / DBpedia): both map to `UNK_ID` and are never counted as words.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
+PAD_ID, SOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, SOS, EOS, UNK)
+# Spellings of "unknown word" used by the source corpora; all of them map to UNK_ID.
+UNK_ALIASES: frozenset[str] = frozenset({UNK, "_UNK"})
+# Tokens of a source text that are never added to a vocabulary as ordinary words.
+_RESERVED_TOKENS: frozenset[str] = frozenset(SPECIAL_TOKENS) | UNK_ALIASES
+
+
+def _validate_tokens(tokens: tuple[str, ...]) -> None:
+  """Raises ValueError unless `tokens` starts with the specials and holds unique, non-blank words."""
+  if tuple(tokens[:4]) != SPECIAL_TOKENS:
+    raise ValueError(
+        f"a vocabulary must start with {list(SPECIAL_TOKENS)}, got {list(tokens[:4])}")
+  seen: set[str] = set()
+  for position, token in enumerate(tokens):
+    if not isinstance(token, str) or not token or token != token.strip() or len(token.split()) != 1:
+      raise ValueError(f"vocabulary entry {position} is not a single non-blank token: {token!r}")
+    if token in seen:
+      raise ValueError(f"vocabulary entry {position} duplicates the token {token!r}")
+    if position >= 4 and token in UNK_ALIASES:
+      raise ValueError(f"vocabulary entry {position} is the unknown-word alias {token!r}")
+    seen.add(token)
+
+
+def _sentence_tokens(sentence: str | Sequence[str]) -> list[str]:
+  """Splits a sentence string on whitespace; passes a token sequence through as a list."""
+  return sentence.split() if isinstance(sentence, str) else list(sentence)
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+  """An immutable token list; the index of a token is its id.
+
+  Attributes:
+    tokens: all tokens, `tokens[:4] == (PAD, SOS, EOS, UNK)`; no duplicates, no whitespace.
+  """
+
+  tokens: tuple[str, ...]
+
+  def __post_init__(self):
+    object.__setattr__(self, "tokens", tuple(self.tokens))
+    _validate_tokens(self.tokens)
+
+  @functools.cached_property
+  def _token_to_id(self) -> dict[str, int]:
+    table = {token: index for index, token in enumerate(self.tokens)}
+    for alias in UNK_ALIASES:
+      table[alias] = UNK_ID
+    return table
+
+  @property
+  def size(self) -> int:
+    """Number of ids (v), specials included."""
+    return len(self.tokens)
+
+  def __len__(self) -> int:
+    return self.size
+
+  def __contains__(self, token: str) -> bool:
+    return token in self._token_to_id
+
+  def id(self, token: str) -> int:
+    """Id of `token`; `UNK_ID` for unknown words and for the aliases `<unk>` / `_UNK`."""
+    return self._token_to_id.get(token, UNK_ID)
+
+  def encode(self, sentence: str | Sequence[str], add_sos_eos: bool = True) -> np.ndarray:
+    """Maps a sentence to ids.
+
+    Args:
+      sentence: a whitespace-separated string or a sequence of n tokens.
+      add_sos_eos: wrap the ids as `<sos> w1 .. wn <eos>`.
+
+    Returns:
+      int32 array [n + 2] (or [n] without `add_sos_eos`).
+    """
+    lookup = self._token_to_id
+    ids = [lookup.get(token, UNK_ID) for token in _sentence_tokens(sentence)]
+    if add_sos_eos:
+      ids = [SOS_ID, *ids, EOS_ID]
+    return np.asarray(ids, dtype=np.int32)
+
+  def decode(self, ids: Iterable[int] | np.ndarray, strip_special: bool = True) -> list[str]:
+    """Maps ids [t] back to tokens.
+
+    Args:
+      ids: token ids, e.g. one row of a batch or a decoder output.
+      strip_special: stop at the first `<eos>` and drop `<pad>` / `<sos>` (`<unk>` is kept as a
+        word). With False every id is mapped verbatim, nothing is dropped.
+
+    Returns:
+      The tokens, as a list of strings.
+    """
+    words = []
+    for raw_id in np.asarray(ids).reshape(-1).tolist():
+      token_id = int(raw_id)
+      if not 0 <= token_id < self.size:
+        raise ValueError(f"id {token_id} is outside the vocabulary of size {self.size}")
+      if strip_special:
+        if token_id == EOS_ID:
+          break
+        if token_id in (PAD_ID, SOS_ID):
+          continue
+      words.append(self.tokens[token_id])
+    return words
+
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes one token per line (UTF-8, LF line endings)."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+      f.write("".join(token + "\n" for token in self.tokens))
+
+  @classmethod
+  def load(cls, path: str | os.PathLike) -> Vocabulary:
+    """Reads a file written by `save`.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: the file is empty, or it does not start with the four special tokens, or an
+        entry is blank / duplicated.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"vocabulary file {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+      tokens = tuple(line.rstrip("\r\n") for line in f)
+    if not tokens:
+      raise ValueError(f"vocabulary file {path} is empty")
+    try:
+      return cls(tokens)
+    except ValueError as e:
+      raise ValueError(f"vocabulary file {path}: {e}") from None
+
+  @classmethod
+  def build(cls, lines: Iterable[str], *, min_count: int = 1,
+            max_size: int | None = None) -> Vocabulary:
+    """Builds a vocabulary from whitespace-tokenised lines.
+
+    Args:
+      lines: sentences; tokens are separated by whitespace. Special tokens and the unknown-word
+        aliases (`<unk>`, `_UNK`) in the text are not counted as words.
+      min_count: keep words occurring at least this often.
+      max_size: keep at most this many ids in total, the four specials included.
+
+    Returns:
+      The specials, then words by descending count, ties in alphabetical order.
+    """
+    if min_count < 1:
+      raise ValueError(f"min_count must be >= 1, got {min_count}")
+    if max_size is not None and max_size < len(SPECIAL_TOKENS):
+      raise ValueError(f"max_size must be >= {len(SPECIAL_TOKENS)} (the specials), got {max_size}")
+    counts = collections.Counter(token for line in lines for token in line.split())
+    words = sorted((word for word, count in counts.items()
+                    if count >= min_count and word not in _RESERVED_TOKENS),
+                   key=lambda word: (-counts[word], word))
+    if max_size is not None:
+      words = words[:max_size - len(SPECIAL_TOKENS)]
+    return cls(SPECIAL_TOKENS + tuple(words))

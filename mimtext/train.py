@@ -1,0 +1,522 @@
+"""Training: the train state, one jitted data-parallel train step, and the loop around it.
+
+Data parallelism is `jax.jit` over a `Mesh` with one "data" axis: the batch is sharded along its
+rows, parameters and optimiser state are replicated, and the loss is a plain mean over the global
+batch, so XLA inserts the gradient all-reduce (DESIGN §1, §6). No flags live here: `launch/train.py`
+parses them and calls `train_and_evaluate(config, workdir)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+
+from mimtext import checkpoint as checkpoint_lib
+from mimtext import objectives
+from mimtext.data import corpus as corpus_lib
+from mimtext.data import pipeline as pipeline_lib
+from mimtext.data import vocab as vocab_lib
+from mimtext.models import sentence_ae
+
+Array = jax.Array
+LossFn = Callable[..., tuple[Array, dict[str, Array]]]
+
+
+class TrainState(NamedTuple):
+  step: Array           # scalar int32: optimiser steps taken
+  params: Any           # model parameters (nested dicts of arrays)
+  opt_state: Any        # optax state (with injected hyper-parameters)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or gradient became NaN/inf; the offending update was not applied."""
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> sentence_ae.ModelConfig:
+  """The static model configuration from the experiment config's `model` block."""
+  m = config.model
+  return sentence_ae.ModelConfig(
+      vocab_size=vocab_size, embed_dim=m.embed_dim, hidden_dim=m.hidden_dim,
+      latent_dim=m.latent_dim, embed_dropout=m.embed_dropout,
+      reverse_encoder_input=m.reverse_encoder_input, log_var_floor=m.log_var_floor,
+      floor_mode=m.floor_mode)
+
+
+def objective_config(config: ml_collections.ConfigDict,
+                     model_cfg: sentence_ae.ModelConfig) -> objectives.ObjectiveConfig:
+  """The static objective configuration from the experiment config's `objective` block."""
+  o = config.objective
+  return objectives.ObjectiveConfig(
+      model=model_cfg, name=o.name, kl_weight=o.kl_weight, kl_schedule=o.kl_schedule,
+      kl_anneal_steps=o.kl_anneal_steps, kl_logistic_k=o.kl_logistic_k,
+      kl_logistic_x0=o.kl_logistic_x0)
+
+
+def make_optimizer(name: str, learning_rate: float, clip_norm: float = 0.0):
+  """Adam or SGD (seed 000 §4.2), optional global-norm clipping, learning rate adjustable.
+
+  The learning rate is an injected hyper-parameter stored in the optimiser state, so the plateau
+  schedule can change it between steps and it is checkpointed with the state.
+  """
+  base = {"adam": optax.adam, "sgd": optax.sgd}
+  if name not in base:
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(base)}")
+
+  def chain(learning_rate):
+    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
+    return optax.chain(*parts, base[name](learning_rate))
+
+  return optax.inject_hyperparams(chain)(learning_rate=learning_rate)
+
+
+def learning_rate(opt_state) -> float:
+  return float(opt_state.hyperparams["learning_rate"])
+
+
+def with_learning_rate(opt_state, value: float):
+  """A copy of an `inject_hyperparams` state with a new learning rate."""
+  hyper = dict(opt_state.hyperparams)
+  hyper["learning_rate"] = jnp.asarray(value, dtype=jnp.asarray(hyper["learning_rate"]).dtype)
+  return opt_state._replace(hyperparams=hyper)
+
+
+class PlateauSchedule:
+  """Multiply the learning rate by `factor` after `patience` validations without improvement.
+
+  Seed 000 §4.2: ×0.25 after two (PTB) or one (other corpora) epochs with no improvement.
+  """
+
+  def __init__(self, factor: float, patience: int, best: float = math.inf, bad_epochs: int = 0):
+    self.factor, self.patience = factor, patience
+    self.best, self.bad_epochs = best, bad_epochs
+
+  def update(self, value: float) -> bool:
+    """Records a validation value; True when the learning rate should be reduced now."""
+    if value < self.best:
+      self.best, self.bad_epochs = value, 0
+      return False
+    self.bad_epochs += 1
+    if self.patience > 0 and self.bad_epochs >= self.patience:
+      self.bad_epochs = 0
+      return True
+    return False
+
+  def state(self) -> dict:
+    return {"best": self.best if math.isfinite(self.best) else None, "bad_epochs": self.bad_epochs}
+
+  @classmethod
+  def from_state(cls, factor, patience, state: dict | None) -> "PlateauSchedule":
+    state = state or {}
+    best = state.get("best")
+    return cls(factor, patience, math.inf if best is None else best, state.get("bad_epochs", 0))
+
+
+# ----------------------------------------------------------------------------- mesh and steps
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+  """A 1-D mesh with axis "data" over the first `num_devices` devices (default: all)."""
+  devices = jax.devices()
+  if num_devices is not None:
+    if num_devices > len(devices):
+      raise ValueError(f"asked for {num_devices} devices but only {len(devices)} are visible")
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+  n = mesh.devices.size
+  if global_batch_size % n:
+    raise ValueError(
+        f"--batch_size={global_batch_size} (the global batch) must be divisible by the number of "
+        f"devices in the mesh ({n}); use a multiple of {n}")
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"--batch_size={global_batch_size} must be divisible by the number of "
+                     f"processes ({jax.process_count()})")
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Array]:
+  """This process's rows of a global batch → global arrays sharded along "data"."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
+
+
+def replicate(tree, mesh: Mesh):
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def _all_finite(*trees) -> Array:
+  leaves = [x for t in trees for x in jax.tree_util.tree_leaves(t)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def make_train_step(loss_fn: LossFn, optimizer, cfg, mesh: Mesh):
+  """A jitted, donated `train_step(state, batch, key) -> (state, metrics)` over `mesh`.
+
+  The step's randomness is `fold_in(key, state.step)`. A step whose loss or gradient is not
+  finite leaves the state unchanged (apart from nothing: not even the step counter) and reports
+  `metrics["finite"] = 0`, so the caller can stop without losing the last good parameters.
+  """
+
+  def train_step(state: TrainState, batch, key):
+    step_key = jax.random.fold_in(key, state.step)
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, cfg=cfg), has_aux=True)
+    (loss, metrics), grads = grad_fn(state.params, batch, key=step_key, step=state.step)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = _all_finite(loss, grads)
+    new_state = TrainState(state.step + 1, params, opt_state)
+    state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+                   finite=finite.astype(jnp.float32))
+    return state, metrics
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def make_eval_step(loss_fn: LossFn, cfg, mesh: Mesh):
+  """A jitted `eval_step(params, batch, key) -> sums` without dropout.
+
+  Returns each metric multiplied by the number of valid sentences (so batches can be summed),
+  plus "num_sentences" and "num_tokens" (<eos> included).
+  """
+
+  def eval_step(params, batch, key):
+    _, metrics = loss_fn(params, batch, key=key, step=jnp.asarray(10**9), cfg=cfg,
+                         deterministic=True)
+    n = jnp.sum(batch["valid"])
+    sums = {k: v * n for k, v in metrics.items() if k != "rec_per_token"}
+    sums["num_sentences"] = n
+    sums["num_tokens"] = objectives.common.num_target_tokens(batch).astype(jnp.float32)
+    return sums
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(eval_step, in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated),
+                 out_shardings=replicated)
+
+
+def evaluate_split(eval_step, params, pipeline: pipeline_lib.BatchPipeline, mesh: Mesh,
+                   key: Array) -> dict[str, float]:
+  """Means of every metric over one pass of an unshuffled pipeline (no batch dropped)."""
+  totals: dict[str, float] = {}
+  for i, batch in enumerate(pipeline.epoch(0)):
+    sums = jax.device_get(eval_step(params, shard_batch(batch, mesh), jax.random.fold_in(key, i)))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  n = max(totals.pop("num_sentences", 0.0), 1.0)
+  tokens = max(totals.pop("num_tokens", 0.0), 1.0)
+  means = {k: v / n for k, v in totals.items()}
+  means["rec_per_token"] = totals.get("rec", 0.0) / tokens
+  means["num_sentences"] = n
+  return means
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_corpus(config: ml_collections.ConfigDict,
+                vocab: vocab_lib.Vocabulary | None = None) -> corpus_lib.Corpus:
+  """The experiment's corpus: the built-in grammar, or a directory of text splits."""
+  d = config.data
+  data_dir = d.data_dir or None
+  if data_dir is None and d.corpus != "builtin":
+    data_dir = corpus_lib.resolve_data_dir(None, d.corpus)
+    if data_dir is None:
+      raise FileNotFoundError(
+          f"corpus {d.corpus!r} not found: pass --data_dir=DIR (a directory with train.txt, "
+          f"valid.txt, test.txt) or set MIMTEXT_DATA to the folder that holds {d.corpus}/")
+  return corpus_lib.load_corpus(
+      data_dir, vocab=vocab, min_count=d.min_count, max_vocab=d.max_vocab or None,
+      max_len=d.max_len or None, overflow=d.overflow, blank_lines=d.blank_lines,
+      tfds_dir=d.tfds_dir or None, use_tfds=d.use_tfds, builtin_seed=d.builtin_seed,
+      vocab_split=d.vocab_split)
+
+
+def make_pipeline(split: corpus_lib.CorpusSplit, config, *, train: bool, seed: int
+                  ) -> pipeline_lib.BatchPipeline:
+  return pipeline_lib.BatchPipeline(
+      split.ids, global_batch_size=config.batch_size if train else config.eval_batch_size,
+      seed=seed, shuffle=train, bucket_batches=config.data.bucket_batches if train else 0,
+      drop_remainder=False, process_index=jax.process_index(),
+      process_count=jax.process_count())
+
+
+# ----------------------------------------------------------------------------- loop helpers
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to `workdir/metrics.jsonl` (process 0 only)."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+
+  def write(self, record: dict) -> None:
+    if jax.process_index() != 0:
+      return
+    clean = {k: (float(v) if isinstance(v, (np.floating, np.integer, float, int)) and
+                 not isinstance(v, bool) else v) for k, v in record.items()}
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+             for k, v in clean.items()}
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(clean, sort_keys=True) + "\n")
+
+
+def _mean_metrics(window: list[dict]) -> dict[str, float]:
+  host = jax.device_get(window)
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def _stop_reason(step: int, epoch: int, config) -> str | None:
+  if config.max_steps and step >= config.max_steps:
+    return f"max_steps={config.max_steps} reached"
+  if config.max_epochs and epoch >= config.max_epochs:
+    return f"max_epochs={config.max_epochs} reached"
+  return None
+
+
+def total_steps(config, batches_per_epoch: int) -> int | None:
+  bounds = []
+  if config.max_steps:
+    bounds.append(config.max_steps)
+  if config.max_epochs:
+    bounds.append(config.max_epochs * batches_per_epoch)
+  return min(bounds) if bounds else None
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def init_state(config, model_cfg, optimizer, mesh) -> TrainState:
+  params = sentence_ae.init_params(jax.random.PRNGKey(config.seed), model_cfg)
+  state = TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params))
+  return replicate(state, mesh)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (or resumes) the experiment in `workdir`; returns the last validation metrics.
+
+  Writes `config.json`, `vocab.txt`, `metrics.jsonl` and orbax checkpoints (latest and best by
+  validation criterion) under `workdir`; resumes from the latest checkpoint when one exists.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion")
+  vocab_path = os.path.join(workdir, "vocab.txt")
+  resuming = ckpt.latest_step() is not None
+  if resuming:
+    check_resumable_config(config, checkpoint_lib.load_json(workdir, "config.json"), workdir)
+  vocab = vocab_lib.Vocabulary.load(vocab_path) if resuming else None
+  corpus = load_corpus(config, vocab)
+  if jax.process_index() == 0:
+    corpus.vocab.save(vocab_path)
+    checkpoint_lib.save_json(workdir, "config.json", config.to_dict())
+
+  mesh = make_mesh(config.num_devices or None)
+  check_batch_size(config.batch_size, mesh)
+  check_batch_size(config.eval_batch_size, mesh)
+  model_cfg = model_config(config, corpus.vocab.size)
+  obj_cfg = objective_config(config, model_cfg)
+  loss_fn = objectives.get_loss(obj_cfg.name)
+  opt = config.optimizer
+  optimizer = make_optimizer(opt.name, opt.learning_rate, opt.clip_norm)
+  state = init_state(config, model_cfg, optimizer, mesh)
+  logging.info("model: %s parameters; corpus %s: %s", f"{sentence_ae.count_params(state.params):,}",
+               corpus.name, {k: len(s.ids) for k, s in corpus.splits.items()})
+
+  train_pipe = make_pipeline(corpus.splits["train"], config, train=True, seed=config.seed)
+  valid_pipe = make_pipeline(corpus.splits["valid"], config, train=False, seed=config.seed)
+  plateau = PlateauSchedule(opt.plateau_factor, opt.plateau_patience)
+  epoch, data_iter = 0, None
+  if resuming:
+    restored = ckpt.restore("latest", params_template=state.params,
+                            opt_state_template=state.opt_state)
+    state = replicate(TrainState(jnp.asarray(restored["step"], jnp.int32), restored["params"],
+                                 restored["opt_state"]), mesh)
+    data_state = restored["data_state"]
+    data_iter, epoch = train_pipe.restore(data_state["pipeline"])
+    plateau = PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
+                                         data_state.get("plateau"))
+    logging.info("resumed from step %d (epoch %d) in %s", restored["step"], epoch, workdir)
+
+  train_step = make_train_step(loss_fn, optimizer, obj_cfg, mesh)
+  eval_step = make_eval_step(loss_fn, obj_cfg, mesh)
+  key = jax.random.PRNGKey(config.seed + 1)
+  eval_key = jax.random.PRNGKey(config.seed + 2)
+  writer = MetricsWriter(workdir)
+  step = int(state.step)
+  planned = total_steps(config, train_pipe.num_batches)
+  window, window_tokens, window_start = [], 0, time.perf_counter()
+  run_start, run_start_step = time.perf_counter(), step
+  last_valid: dict[str, float] = {}
+
+  def save(metrics: dict[str, float]):
+    nonlocal data_iter
+    if data_iter is None:
+      data_iter = train_pipe.epoch(epoch)
+    data_state = {"pipeline": train_pipe.state(data_iter, epoch), "plateau": plateau.state()}
+    ckpt.save(step, params=state.params, opt_state=state.opt_state, data_state=data_state,
+              metrics=metrics)
+
+  def flush_window(final=False):
+    nonlocal window, window_tokens, window_start
+    if not window:
+      return
+    means = _mean_metrics(window)
+    if means.pop("finite") < 1.0:
+      bad = [int(step) - len(window) + i + 1 for i, m in enumerate(jax.device_get(window))
+             if m["finite"] < 1.0]
+      save({"valid_criterion": float("nan")})
+      raise NonFiniteLossError(
+          f"non-finite loss or gradient at step(s) {bad[:5]} (objective {obj_cfg.name}); those "
+          f"updates were skipped and the last good state was saved at step {step} in {workdir}. "
+          "Lower the learning rate, set optimizer.clip_norm, or check the data.")
+    elapsed = time.perf_counter() - window_start
+    tok_s = window_tokens / max(elapsed, 1e-9)
+    rate = (step - run_start_step) / max(time.perf_counter() - run_start, 1e-9)
+    eta = f" | ETA {format_duration((planned - step) / rate)}" if planned and rate > 0 else ""
+    of = f"/{planned}" if planned else ""
+    logging.info(
+        "step %d%s epoch %d | loss %.3f rec %.3f (%.3f/tok) kl %.3f | σ %.3g floor %.0f%% | "
+        "lr %.3g | %s tok/s%s", step, of, epoch, means["loss"], means["rec"],
+        means["rec_per_token"], means["kl"], means["post_std"], 100 * means["frac_at_floor"],
+        learning_rate(state.opt_state), f"{tok_s:,.0f}", eta)
+    writer.write({"split": "train", "step": step, "epoch": epoch, "tokens_per_sec": tok_s,
+                  "learning_rate": learning_rate(state.opt_state), **means})
+    window, window_tokens, window_start = [], 0, time.perf_counter()
+
+  reason = _stop_reason(step, epoch, config)
+  while reason is None:
+    if data_iter is None:
+      data_iter = train_pipe.epoch(epoch)
+    for batch in data_iter:
+      window_tokens += int(np.sum((batch["lengths"] - 1) * batch["valid"])) * jax.process_count()
+      state, metrics = train_step(state, shard_batch(batch, mesh), key)
+      step += 1
+      window.append(metrics)
+      if step % config.log_every_steps == 0:
+        flush_window()
+      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+        flush_window()
+        save({"valid_criterion": float("nan")})
+      reason = _stop_reason(step, epoch, config)
+      if reason:
+        break
+    flush_window()
+    epoch_done = reason is None or _iterator_exhausted(data_iter)
+    if epoch_done:
+      epoch += 1
+      data_iter = None
+    last_valid = evaluate_split(eval_step, state.params, valid_pipe, mesh, eval_key)
+    if plateau.update(last_valid["criterion"]):
+      new_lr = learning_rate(state.opt_state) * plateau.factor
+      state = state._replace(opt_state=with_learning_rate(state.opt_state, new_lr))
+      logging.info("no validation improvement for %d epochs: learning rate → %.3g",
+                   plateau.patience, new_lr)
+    logging.info("validation after step %d (epoch %d): criterion %.3f rec %.3f (%.3f/tok) "
+                 "kl %.3f | σ %.3g floor %.0f%%", step, epoch, last_valid["criterion"],
+                 last_valid["rec"], last_valid["rec_per_token"], last_valid["kl"],
+                 last_valid["post_std"], 100 * last_valid["frac_at_floor"])
+    writer.write({"split": "valid", "step": step, "epoch": epoch, **last_valid})
+    save({"valid_criterion": last_valid["criterion"]})
+    if reason is None:
+      reason = _stop_reason(step, epoch, config)
+  ckpt.close()
+  logging.info("training stopped at step %d: %s", step, reason)
+  return last_valid
+
+
+def _iterator_exhausted(it) -> bool:
+  """Whether a grain iterator has no batch left (peeking restores its state)."""
+  state = it.get_state()
+  try:
+    next(it)
+  except StopIteration:
+    return True
+  it.set_state(state)
+  return False
+
+
+# Config fields that change the shapes or meaning of saved parameters: a resumed run must match.
+_STRUCTURAL_FIELDS = ("model", "objective.name", "data.corpus", "data.min_count",
+                      "data.max_vocab")
+
+
+def check_resumable_config(config, saved: dict, workdir: str) -> None:
+  """Refuses to resume `workdir` with a config whose model or vocabulary differs from the saved."""
+  current = config.to_dict()
+  for field in _STRUCTURAL_FIELDS:
+    a, b = current, saved
+    for part in field.split("."):
+      a, b = (a or {}).get(part), (b or {}).get(part)
+    if a != b:
+      raise ValueError(
+          f"{workdir} holds a run with {field}={b!r} but this config has {field}={a!r}; "
+          "use another --workdir or the saved config")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Fails before any work on a config value that cannot run, naming its `--config.` flag."""
+
+  def fail(field, message):
+    raise ValueError(f"--config.{field}={config_value(config, field)!r}: {message}")
+
+  for field in ("batch_size", "eval_batch_size", "log_every_steps", "model.embed_dim",
+                "model.hidden_dim", "model.latent_dim", "eval.num_z_samples"):
+    if config_value(config, field) <= 0:
+      fail(field, "must be positive")
+  for field in ("max_steps", "max_epochs", "checkpoint_every_steps", "num_devices",
+                "data.max_len", "data.max_vocab", "data.bucket_batches"):
+    if config_value(config, field) < 0:
+      fail(field, "must be >= 0 (0 means no limit / default)")
+  if not config.max_steps and not config.max_epochs:
+    fail("max_epochs", "max_steps and max_epochs are both 0: training would never stop")
+  choices = {"objective.name": tuple(objectives.LOSSES),
+             "objective.kl_schedule": objectives.common.KL_SCHEDULES,
+             "model.floor_mode": sentence_ae.FLOOR_MODES,
+             "optimizer.name": ("adam", "sgd"),
+             "data.overflow": ("drop", "truncate"),
+             "data.blank_lines": ("skip", "error")}
+  for field, allowed in choices.items():
+    if config_value(config, field) not in allowed:
+      fail(field, f"must be one of {list(allowed)}")
+  if not 0.0 <= config.model.embed_dropout < 1.0:
+    fail("model.embed_dropout", "must be in [0, 1)")
+  if config.optimizer.learning_rate <= 0:
+    fail("optimizer.learning_rate", "must be positive")
+  if not 0.0 < config.optimizer.plateau_factor <= 1.0:
+    fail("optimizer.plateau_factor", "must be in (0, 1]")
+  if config.objective.kl_anneal_steps <= 0:
+    fail("objective.kl_anneal_steps", "must be positive")
+  if config.data.data_dir and not os.path.isdir(config.data.data_dir):
+    fail("data.data_dir", "is not a directory")
+
+
+def config_value(config, field: str):
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  return value
