@@ -183,7 +183,7 @@ def make_train_step(loss_fn: LossFn, optimizer, cfg, mesh: Mesh):
     finite = _all_finite(loss, grads)
     new_state = TrainState(state.step + 1, params, opt_state)
     state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                    finite=finite.astype(jnp.float32))
     return state, metrics
 

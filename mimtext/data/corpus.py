@@ -161,13 +161,14 @@ def _builtin_vocab(train_lines: Sequence[str], grammar: grammar_lib.TopicGrammar
                                     min_count=min_count, max_size=max_vocab)
 
 
-def _load_builtin(*, vocab, min_count, max_vocab, max_len, overflow, seed,
-                  sizes) -> Corpus:
+def _load_builtin(*, vocab: vocab_lib.Vocabulary | None, min_count: int, max_vocab: int | None,
+                  max_len: int | None, overflow: pipeline.Overflow, seed: int,
+                  sizes: Mapping[str, int] | None) -> Corpus:
   grammar = grammar_lib.TopicGrammar.default()
   raw = grammar_lib.builtin_corpus(seed=seed, sizes=sizes, grammar=grammar)
   if vocab is None:
     if "train" not in raw:
-      raise ValueError(f"builtin_sizes {dict(sizes)} has no 'train' split to build a vocabulary")
+      raise ValueError(f"builtin_sizes {dict(sizes or {})} has no 'train' split for the vocabulary")
     vocab = _builtin_vocab(raw["train"].lines, grammar, min_count=min_count, max_vocab=max_vocab)
   splits = {name: _encode_split(split.lines, vocab, max_len=max_len, overflow=overflow,
                                 log_probs=split.log_probs, labels=split.topics)

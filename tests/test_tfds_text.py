@@ -1,0 +1,112 @@
+"""Tests for mimtext.data.tfds_text: the TF-free TFDS array_record builder."""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+from mimtext.data import text_files
+from mimtext.data import tfds_text
+from mimtext.data.text_files import DataError
+
+
+@pytest.fixture(scope="module")
+def ptb_tfds_dir(shared_data, tmp_path_factory):
+  """A tfds_dir where the shared PTB directory is prepared once for this module."""
+  tfds_dir = tmp_path_factory.mktemp("tfds")
+  tfds_text.load_text_split(shared_data / "ptb", "valid", tfds_dir=tfds_dir)
+  return tfds_dir
+
+
+def _prepared_configs(tfds_dir) -> list[str]:
+  root = os.path.join(tfds_dir, tfds_text.TextLines.name)
+  return sorted(os.listdir(root)) if os.path.isdir(root) else []
+
+
+def _write_corpus(directory, **splits) -> str:
+  os.makedirs(directory, exist_ok=True)
+  for split, text in splits.items():
+    with open(os.path.join(directory, f"{split}.txt"), "w", encoding="utf-8") as f:
+      f.write(text)
+  return os.fspath(directory)
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_ptb_split_equals_read_lines(shared_data, ptb_tfds_dir, split):
+  source = tfds_text.load_text_split(shared_data / "ptb", split, tfds_dir=ptb_tfds_dir)
+  expected = text_files.read_split_dir(shared_data / "ptb", split)
+  assert len(source) == len(expected.lines)
+  assert list(source) == expected.lines
+  read = source.read_all()
+  assert read.lines == expected.lines and read.line_numbers == expected.line_numbers
+  # Random access: ints, negative ints, slices.
+  assert source[0] == expected.lines[0] and source[-1] == expected.lines[-1]
+  assert source[10:13] == expected.lines[10:13]
+  with pytest.raises(IndexError):
+    source[len(source)]
+
+
+def test_second_load_reuses_prepared_dataset(shared_data, ptb_tfds_dir, monkeypatch):
+  before = _prepared_configs(ptb_tfds_dir)
+  assert len(before) == 1 and before[0].startswith("ptb-")
+
+  def fail(*args, **kwargs):
+    raise AssertionError("the prepared dataset should have been reused")
+
+  monkeypatch.setattr(tfds_text.TextLines, "download_and_prepare", fail)
+  assert len(tfds_text.load_text_split(shared_data / "ptb", "test", tfds_dir=ptb_tfds_dir)) == 3761
+  assert _prepared_configs(ptb_tfds_dir) == before
+
+
+def test_other_content_gets_its_own_dataset(tmp_path):
+  tfds_dir = tmp_path / "tfds"
+  first = _write_corpus(tmp_path / "one" / "corpus", train="a b\nc\n", valid="a\n")
+  second = _write_corpus(tmp_path / "two" / "corpus", train="x y z\n", valid="y\n")
+  assert list(tfds_text.load_text_split(first, "train", tfds_dir=tfds_dir)) == ["a b", "c"]
+  assert list(tfds_text.load_text_split(second, "train", tfds_dir=tfds_dir)) == ["x y z"]
+  configs = _prepared_configs(tfds_dir)
+  assert len(configs) == 2 and all(c.startswith("corpus-") for c in configs)
+  # Editing a file in place changes the fingerprint too: the old dataset is not reused.
+  _write_corpus(first, valid="a c\n")
+  assert list(tfds_text.load_text_split(first, "valid", tfds_dir=tfds_dir)) == ["a c"]
+  assert len(_prepared_configs(tfds_dir)) == 3
+
+
+def test_blank_lines_policy_matches_read_lines(tmp_path):
+  directory = _write_corpus(tmp_path / "blank", train="a b\n\n c \n")
+  source = tfds_text.load_text_split(directory, "train", tfds_dir=tmp_path / "tfds")
+  assert list(source) == ["a b", "c"] and source.read_all().line_numbers == [1, 3]
+  with pytest.raises(DataError) as expected:
+    text_files.read_lines(os.path.join(directory, "train.txt"), blank_lines="error")
+  with pytest.raises(DataError) as raised:
+    tfds_text.load_text_split(directory, "train", tfds_dir=tmp_path / "tfds2", blank_lines="error")
+  assert str(raised.value) == str(expected.value)
+  assert _prepared_configs(tmp_path / "tfds2") == []  # nothing half-prepared is left behind
+
+
+def test_invalid_utf8_and_missing_split_errors(tmp_path):
+  directory = _write_corpus(tmp_path / "bad", train="ok\n")
+  with open(os.path.join(directory, "valid.txt"), "wb") as f:
+    f.write(b"fine\nbad \xff\n")
+  with pytest.raises(DataError, match=r"valid\.txt:2: not valid UTF-8"):
+    tfds_text.load_text_split(directory, "train", tfds_dir=tmp_path / "tfds")
+  with pytest.raises(DataError, match="no 'test' split.*splits present: train, valid"):
+    tfds_text.load_text_split(directory, "test", tfds_dir=tmp_path / "tfds")
+  with pytest.raises(DataError, match="does not exist"):
+    tfds_text.load_text_split(tmp_path / "absent", "train", tfds_dir=tmp_path / "tfds")
+
+
+def test_runs_without_tensorflow(tmp_path):
+  if importlib.util.find_spec("tensorflow") is not None:
+    pytest.skip("TensorFlow is installed here; this checks the TF-free path")
+  directory = _write_corpus(tmp_path / "c", train="a\n")
+  assert list(tfds_text.load_text_split(directory, "train", tfds_dir=tmp_path / "tfds")) == ["a"]
+  assert "tensorflow" not in sys.modules
+
+
+def test_default_tfds_dir(monkeypatch):
+  monkeypatch.setenv("MIMTEXT_TFDS_DIR", "/some/where")
+  assert tfds_text.default_tfds_dir() == "/some/where"
+  monkeypatch.delenv("MIMTEXT_TFDS_DIR")
+  assert tfds_text.default_tfds_dir() == os.path.expanduser("~/.cache/mimtext/tfds")
