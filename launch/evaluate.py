@@ -10,7 +10,8 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
+
+from launch import common
 
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import train as train_lib
@@ -40,7 +41,7 @@ def _step_arg(value: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.INFO)
+  common.setup_logging()
   step = _step_arg(_STEP.value)
   if _BATCH.value <= 0 or _MAX_SENTENCES.value < 0:
     raise app.UsageError("--batch_size must be positive and --max_sentences >= 0")

@@ -11,6 +11,8 @@ from the latest checkpoint. Logic lives in `mimtext.train`.
 from absl import app
 from absl import flags
 from absl import logging
+
+from launch import common
 import jax
 from ml_collections import config_flags
 
@@ -50,7 +52,7 @@ def config_from_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.INFO)
+  common.setup_logging()
   try:
     config = config_from_flags()
   except ValueError as e:

@@ -49,8 +49,14 @@ class CorpusSplit:
   def __len__(self) -> int:
     return len(self.ids)
 
+  def head(self, n: int) -> "CorpusSplit":
+    """The first n sentences (all of them when n exceeds the split), every field kept aligned."""
+    cut = lambda a: None if a is None else a[:n]
+    return dataclasses.replace(self, lines=self.lines[:n], ids=self.ids[:n],
+                               log_probs=cut(self.log_probs), labels=cut(self.labels))
+
   def num_tokens(self, include_eos: bool) -> int:
-    """Word tokens over all sentences (`<sos>` never counted), plus one per sentence with `<eos>`."""
+    """Word tokens over all sentences (`<sos>` never counted), +1 per sentence with `<eos>`."""
     words = sum(len(ids) - 2 for ids in self.ids)
     return words + (len(self.ids) if include_eos else 0)
 
@@ -155,8 +161,11 @@ def _encode_split(lines: Sequence[str], vocab: vocab_lib.Vocabulary, *, max_len:
 
 def _builtin_vocab(train_lines: Sequence[str], grammar: grammar_lib.TopicGrammar, *,
                    min_count: int, max_vocab: int | None) -> vocab_lib.Vocabulary:
-  """Vocabulary of the built-in training split, counting every grammar word once more so small
-  corpora still cover the whole language (no `<unk>` keeps the exact log-probabilities exact)."""
+  """Vocabulary of the built-in training split, every grammar word counted once more.
+
+  The extra count makes even a small corpus cover the whole language: no `<unk>` ever replaces a
+  word, so the exact log-probabilities stay exact for every split.
+  """
   return vocab_lib.Vocabulary.build([*train_lines, " ".join(grammar.words)],
                                     min_count=min_count, max_size=max_vocab)
 

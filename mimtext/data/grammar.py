@@ -13,15 +13,16 @@ Generative story for one sentence x:
   PP     -> PREP NP
 
 Every word class (DET, ADJ, NOUN, VERB_T, VERB_I, PREP, ADV, CONJ) draws its word from a
-topic-dependent distribution. Word classes have disjoint word sets, so a left-to-right reading of the
-string fixes its derivation: each sentence has exactly one derivation (the same one under every
-topic), and p(x) = sum_k p(topic = k) p(x | topic = k) is exact. Words carry a "home" topic (weight
-`home_weight` there, `other_weight` elsewhere) or are generic (weight 1 everywhere), so a single word
-only hints at the topic while a whole sentence usually reveals it.
+topic-dependent distribution. Word classes have disjoint word sets, so a left-to-right reading of
+the string fixes its derivation: each sentence has exactly one derivation (the same one under every
+topic), and p(x) = sum_k p(topic = k) p(x | topic = k) is exact. Words carry a "home" topic
+(weight `home_weight` there, `other_weight` elsewhere) or are generic (weight 1 everywhere), so a
+single word only hints at the topic while a whole sentence usually reveals it.
 
-Uses: the default corpus for a first run without data, a truth test for NLL bounds (a bound on held-out
-NLL cannot fall below the entropy estimate `entropy_per_sentence` beyond its standard error), and a
-known latent factor (the topic) that a non-collapsed posterior should make recoverable from z.
+Uses: the default corpus for a first run without data, a truth test for NLL bounds (a bound on
+held-out NLL cannot fall below the entropy estimate `entropy_per_sentence` beyond its standard
+error), and a known latent factor (the topic) that a non-collapsed posterior should make
+recoverable from z.
 """
 
 from __future__ import annotations
@@ -305,9 +306,12 @@ class TopicGrammar:
     return float(_logsumexp(joint))
 
   def topic_log_posterior(self, sentence: str | Sequence[str]) -> np.ndarray:
-    """float64 [K]: log p(topic | x), the Bayes-optimal topic classifier; NaN outside the language."""
+    """float64 [K]: log p(topic | x), the Bayes-optimal classifier; NaN outside the language."""
     joint = self._log_topic_probs + self.log_prob_given_topic(sentence)
-    return joint - _logsumexp(joint)
+    normaliser = _logsumexp(joint)
+    if not np.isfinite(normaliser):
+      return np.full(self.num_topics, np.nan)
+    return joint - normaliser
 
   # ---------------------------------------------------------------- sampling
 
@@ -398,7 +402,8 @@ class TopicGrammar:
     for det in self.word_classes[0].words:
       for adj in adjectives:
         for noun in self.word_classes[2].words:
-          total = table[det][1] + table[noun][1] + self._log_choice(self.p_adjective, adj is not None)
+          total = (table[det][1] + table[noun][1]
+                   + self._log_choice(self.p_adjective, adj is not None))
           words = (det, noun) if adj is None else (det, adj, noun)
           yield _Derivation(words, total if adj is None else total + table[adj][1])
 
@@ -483,7 +488,7 @@ class BuiltinSplit:
 
 
 def split_rng(seed: int, split: str) -> np.random.Generator:
-  """An independent generator per (seed, split name): a split does not depend on the others' sizes."""
+  """An independent generator per (seed, split name): no split depends on the others' sizes."""
   return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8"))])
 
 

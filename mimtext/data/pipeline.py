@@ -16,6 +16,7 @@ instead of dropping examples; evaluation pipelines never drop or reorder anythin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from typing import Any, Iterator, Literal, Sequence
 
@@ -134,8 +135,8 @@ class BatchPipeline:
   `bucket_batches > 0` it is sorted by length within chunks of that many batches (less padding) and
   the batches are then put in random order; with `drop_remainder` the few examples left over are
   dropped (a different random few each epoch). With `shuffle=False` the examples come in their
-  original order, bucketing is not applied, and the last partial batch is completed with filler rows:
-  every example appears exactly once (evaluation).
+  original order, bucketing is not applied, and the last partial batch is completed with filler
+  rows: every example appears exactly once (evaluation).
 
   Every process builds the same global batches and yields its own contiguous block of rows.
   """
@@ -224,11 +225,10 @@ class BatchPipeline:
 
   def dataset(self, epoch: int) -> grain.IterDataset:
     """The grain dataset of this process's batches for one epoch."""
-    rows = self._local_rows()
-    examples, pad_multiple = self.examples, self.pad_multiple
+    build = functools.partial(make_batch, self.examples, pad_multiple=self.pad_multiple,
+                              rows=self._local_rows())
     return (grain.MapDataset.source(self.epoch_plan(epoch))
-            .map(lambda indices: make_batch(examples, indices, pad_multiple=pad_multiple,
-                                            rows=rows))
+            .map(build)
             .to_iter_dataset(self.read_options))
 
   def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
@@ -265,7 +265,8 @@ class BatchPipeline:
     saved = state.get("pipeline", {})
     differences = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
     if differences:
-      raise ValueError(f"pipeline state does not match this pipeline (saved, current): {differences}")
+      raise ValueError(
+          f"pipeline state does not match this pipeline (saved, current): {differences}")
     epoch = int(state["epoch"])
     iterator = self.epoch(epoch)
     iterator.set_state(state["iterator"])

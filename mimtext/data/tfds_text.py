@@ -1,13 +1,14 @@
 """A TFDS manual-file builder over a corpus directory, read back as random-access data sources.
 
 `TextLines` turns `DIR/{train,valid,test}.txt` (whichever exist) into `array_record` files with the
-features `{"text": Text, "line": int64}` (the normalised line and its 1-based source line number), in
-the original line order. Everything here works without TensorFlow: the examples are serialised with
-TFDS's own protos, written as `array_record`, and read back through `builder.as_data_source`.
+features `{"text": Text, "line": int64}` (the normalised line and its 1-based source line
+number), in the original line order. Everything here works without TensorFlow: the examples are
+serialised with TFDS's own protos, written as `array_record`, and read back through
+`builder.as_data_source`.
 
 Staleness: the builder config name is `<basename>-<fingerprint>`, the fingerprint a sha256 over the
-split files' names, sizes and contents (and the blank-line policy), so a directory with other contents
-(or an edited file) gets its own prepared dataset instead of silently reusing an old one.
+split files' names, sizes and contents (and the blank-line policy), so a directory with other
+contents (or an edited file) gets its own prepared dataset instead of silently reusing an old one.
 """
 
 from __future__ import annotations
@@ -109,8 +110,11 @@ class TextLines(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:
-    """This file. Overridden because TFDS's lookup needs the `importlib_resources` backport when
-    the builder lives in an (editable-installed) package, and that backport is not a dependency."""
+    """This file.
+
+    Overridden: TFDS's own lookup needs the `importlib_resources` backport for a builder defined in
+    an (editable-installed) package, and that backport is not a dependency here.
+    """
     return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -165,6 +169,11 @@ class TextSplitSource(Sequence[str]):
     if not 0 <= index < len(self):
       raise IndexError(f"index {index} out of range for a split of {len(self)} lines")
     return _as_text(self._source[index]["text"])
+
+  def __iter__(self) -> Iterator[str]:
+    for start in range(0, len(self), _READ_CHUNK):
+      chunk = range(start, min(start + _READ_CHUNK, len(self)))
+      yield from (record["text"] for record in self._records(chunk))
 
   def _records(self, indices: range) -> list[dict]:
     """Decoded records for `indices`, fetched in chunks."""

@@ -1,8 +1,9 @@
 """Word vocabulary: token <-> id maps with the four special tokens first.
 
 Ids 0-3 are always `<pad>`, `<sos>`, `<eos>`, `<unk>` (in that order), so every model can rely on
-`PAD_ID = 0` for padding and on `<eos>` terminating a sentence. Source corpora mark out-of-vocabulary
-words as `<unk>` (PTB) or `_UNK` (Yahoo / DBpedia): both map to `UNK_ID` and are never counted as words.
+`PAD_ID = 0` for padding and on `<eos>` terminating a sentence. Source corpora mark
+out-of-vocabulary words as `<unk>` (PTB) or `_UNK` (Yahoo / DBpedia): both map to `UNK_ID` and are
+never counted as words.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _RESERVED_TOKENS: frozenset[str] = frozenset(SPECIAL_TOKENS) | UNK_ALIASES
 
 
 def _validate_tokens(tokens: tuple[str, ...]) -> None:
-  """Raises ValueError unless `tokens` starts with the specials and holds unique, non-blank words."""
+  """Raises ValueError unless `tokens` starts with the specials and holds unique single words."""
   if tuple(tokens[:4]) != SPECIAL_TOKENS:
     raise ValueError(
         f"a vocabulary must start with {list(SPECIAL_TOKENS)}, got {list(tokens[:4])}")
