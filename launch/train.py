@@ -23,6 +23,8 @@ _CONFIG = config_flags.DEFINE_config_dict(
     "config", base.get_config(), "Experiment configuration; override fields as --config.FIELD=V.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocab.",
                                required=True)
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Parse and validate the config, print it and exit; writes nothing.")
 # Short forms of the most used fields; when given they win over --config.*.
 _SHORT_FLAGS = {
     "max_steps": flags.DEFINE_integer("max_steps", None, "Stop after this many steps (0: none)."),
@@ -57,6 +59,9 @@ def main(argv):
     config = config_from_flags()
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  if _DRY_RUN.value:
+    print(config.to_json_best_effort(indent=2, sort_keys=True))
+    return
   if config.distributed:
     jax.distributed.initialize()
   logging.info("devices: %s; processes: %d", jax.devices(), jax.process_count())

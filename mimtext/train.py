@@ -247,6 +247,8 @@ def load_corpus(config: ml_collections.ConfigDict,
       data_dir, vocab=vocab, min_count=d.min_count, max_vocab=d.max_vocab or None,
       max_len=d.max_len or None, overflow=d.overflow, blank_lines=d.blank_lines,
       tfds_dir=d.tfds_dir or None, use_tfds=d.use_tfds, builtin_seed=d.builtin_seed,
+      builtin_sizes={"train": d.builtin_train_size, "valid": d.builtin_eval_size,
+                     "test": d.builtin_eval_size},
       vocab_split=d.vocab_split)
 
 
@@ -291,7 +293,9 @@ def _mean_metrics(window: list[dict]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
-def _stop_reason(step: int, epoch: int, config) -> str | None:
+def _stop_reason(step: int, epoch: int, config, elapsed_s: float = 0.0) -> str | None:
+  if config.max_minutes and elapsed_s >= 60 * config.max_minutes:
+    return f"max_minutes={config.max_minutes} reached"
   if config.max_steps and step >= config.max_steps:
     return f"max_steps={config.max_steps} reached"
   if config.max_epochs and epoch >= config.max_epochs:
@@ -408,7 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                   "learning_rate": learning_rate(state.opt_state), **means})
     window, window_tokens, window_start = [], 0, time.perf_counter()
 
-  reason = _stop_reason(step, epoch, config)
+  reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start)
   while reason is None:
     if data_iter is None:
       data_iter = train_pipe.epoch(epoch)
@@ -422,7 +426,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
         flush_window()
         save({"valid_criterion": float("nan")})
-      reason = _stop_reason(step, epoch, config)
+      reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start)
       if reason:
         break
     flush_window()
@@ -443,7 +447,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write({"split": "valid", "step": step, "epoch": epoch, **last_valid})
     save({"valid_criterion": last_valid["criterion"]})
     if reason is None:
-      reason = _stop_reason(step, epoch, config)
+      reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start)
   ckpt.close()
   logging.info("training stopped at step %d: %s", step, reason)
   return last_valid
@@ -484,16 +488,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   def fail(field, message):
     raise ValueError(f"--config.{field}={config_value(config, field)!r}: {message}")
 
-  for field in ("batch_size", "eval_batch_size", "log_every_steps", "model.embed_dim",
+  for field in ("batch_size", "eval_batch_size", "log_every_steps", "data.builtin_train_size",
+                "data.builtin_eval_size", "model.embed_dim",
                 "model.hidden_dim", "model.latent_dim", "eval.num_z_samples"):
     if config_value(config, field) <= 0:
       fail(field, "must be positive")
-  for field in ("max_steps", "max_epochs", "checkpoint_every_steps", "num_devices",
+  for field in ("max_steps", "max_epochs", "max_minutes", "checkpoint_every_steps", "num_devices",
                 "data.max_len", "data.max_vocab", "data.bucket_batches"):
     if config_value(config, field) < 0:
       fail(field, "must be >= 0 (0 means no limit / default)")
-  if not config.max_steps and not config.max_epochs:
-    fail("max_epochs", "max_steps and max_epochs are both 0: training would never stop")
+  if not (config.max_steps or config.max_epochs or config.max_minutes):
+    fail("max_epochs", "max_steps, max_epochs and max_minutes are all 0: training would never stop")
   choices = {"objective.name": tuple(objectives.LOSSES),
              "objective.kl_schedule": objectives.common.KL_SCHEDULES,
              "model.floor_mode": sentence_ae.FLOOR_MODES,

@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 100
   c.max_epochs = 40            # 0 = no limit
   c.max_steps = 0              # 0 = no limit
+  c.max_minutes = 0.0          # wall-clock budget of this invocation; 0 = no limit
   c.num_devices = 0            # 0 = every visible device
   c.log_every_steps = 100
   c.checkpoint_every_steps = 0  # 0 = only after each validation
@@ -36,7 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.overflow = "drop"     # "drop" or "truncate" sentences longer than max_len
   c.data.blank_lines = "skip"  # "skip" (and count) or "error"
   c.data.bucket_batches = 50
-  c.data.builtin_seed = 0
+  c.data.builtin_seed = 0      # the built-in grammar corpus: seed and sentences per split
+  c.data.builtin_train_size = 10_000
+  c.data.builtin_eval_size = 1_000
 
   c.model = ml_collections.ConfigDict()
   c.model.embed_dim = 300
