@@ -1,4 +1,5 @@
-"""Pure neural-network layers: dense, embedding, highway, dropout, GRU (uni- and bidirectional).
+"""Pure neural-network layers: dense, embedding, highway, dropout, GRU and LSTM (uni- and
+bidirectional), a cell-type dispatch, hidden-state summaries, word dropout.
 
 Every layer is a pair ``init_x(key, ...) -> params`` / ``x(params, inputs, ...) -> outputs`` over a
 params pytree (nested dicts of ``jnp`` arrays). Randomness only through explicit PRNG keys; no global
@@ -16,6 +17,16 @@ order in the stacked matrices is r, z, n)::
 
 Weights are stored input-major (``w_i: [e, 3h]``, ``w_h: [h, 3h]``), i.e. the transpose of PyTorch's
 ``weight_ih_l0: [3h, e]`` / ``weight_hh_l0: [3h, h]``.
+
+LSTM equations (PyTorch / cuDNN convention, ``torch.nn.LSTM``; gate order i, f, g, o; weights stored
+input-major, ``w_i: [e, 4h]``, ``w_h: [h, 4h]``, two biases ``b_i``, ``b_h``)::
+
+  i  = σ(x W_ii + b_ii + h W_hi + b_hi)
+  f  = σ(x W_if + b_if + h W_hf + b_hf)
+  g  = tanh(x W_ig + b_ig + h W_hg + b_hg)
+  o  = σ(x W_io + b_io + h W_ho + b_ho)
+  c' = f ⊙ c + i ⊙ g
+  h' = o ⊙ tanh(c')
 """
 
 from __future__ import annotations
@@ -338,3 +349,493 @@ def bigru(params: Params, x: Array, mask: Array, *,
   out_f, last_f = gru(params["fwd"], x, mask, h0=h0_f)
   out_b, last_b = gru(params["bwd"], x, mask, h0=h0_b, reverse=True)
   return jnp.concatenate([out_f, out_b], axis=-1), jnp.concatenate([last_f, last_b], axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# LSTM.
+# ----------------------------------------------------------------------------------------------
+
+LstmState = tuple[Array, Array]
+
+
+def init_lstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
+  """Initialises an LSTM with PyTorch's default, every entry ~ U(−1/√h, 1/√h).
+
+  Args:
+    key: PRNG key.
+    in_dim: e.
+    hidden_dim: h.
+
+  Returns:
+    ``{"w_i": [e, 4h], "w_h": [h, 4h], "b_i": [4h], "b_h": [4h]}``, gate order i, f, g, o.
+  """
+  bound = 1.0 / math.sqrt(hidden_dim)
+  k_wi, k_wh, k_bi, k_bh = jax.random.split(key, 4)
+  u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -bound, bound)
+  return {
+      "w_i": u(k_wi, (in_dim, 4 * hidden_dim)),
+      "w_h": u(k_wh, (hidden_dim, 4 * hidden_dim)),
+      "b_i": u(k_bi, (4 * hidden_dim,)),
+      "b_h": u(k_bh, (4 * hidden_dim,)),
+  }
+
+
+def lstm_input_projection(params: Params, x: Array) -> Array:
+  """Input-to-hidden projection of every step at once: x_proj = x W_i + b_i.
+
+  Args:
+    params: LSTM params.
+    x: ``[..., e]`` (e.g. ``[b, t, e]``).
+
+  Returns:
+    ``[..., 4h]``.
+  """
+  return x @ params["w_i"] + params["b_i"]
+
+
+def lstm_cell(params: Params, x_proj: Array, state: LstmState) -> LstmState:
+  """One LSTM step from a precomputed input projection (equations in the module docstring).
+
+  Args:
+    params: LSTM params (only ``w_h`` and ``b_h`` are read).
+    x_proj: ``[b, 4h]`` = x W_i + b_i (``lstm_input_projection``).
+    state: ``(h [b, h], c [b, h])`` previous hidden and cell states.
+
+  Returns:
+    ``(h' [b, h], c' [b, h])`` with c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
+  """
+  h, c = state
+  gates = x_proj + h @ params["w_h"] + params["b_h"]
+  g_i, g_f, g_g, g_o = jnp.split(gates, 4, axis=-1)
+  c_new = jax.nn.sigmoid(g_f) * c + jax.nn.sigmoid(g_i) * jnp.tanh(g_g)
+  h_new = jax.nn.sigmoid(g_o) * jnp.tanh(c_new)
+  return h_new, c_new
+
+
+def _lstm_state(h0: Array | LstmState) -> LstmState:
+  """(h, c) from a tuple (passed through) or an array h (with c = 0)."""
+  if isinstance(h0, (tuple, list)):
+    h, c = h0
+    return h, c
+  return h0, jnp.zeros_like(h0)
+
+
+def lstm(params: Params, x: Array, mask: Array, *, h0: Array | LstmState | None = None,
+         reverse: bool = False) -> tuple[Array, LstmState]:
+  """Runs a masked LSTM over a padded batch with ``jax.lax.scan``; same semantics as ``gru``.
+
+  The input projection x W_i + b_i of the whole sequence is one matmul outside the scan; only
+  h W_h stays inside. Padded steps leave (h, c) unchanged and output zeros, so neither the values in
+  padded positions nor the padded length t changes a real position's result.
+
+  Args:
+    params: from ``init_lstm``.
+    x: ``[b, t, e]``.
+    mask: bool ``[b, t]``, a prefix mask (real tokens first, then padding), e.g. ``sequence_mask``.
+    h0: ``(h [b, h], c [b, h])`` initial state; an array ``[b, h]`` is taken as h with c = 0;
+      zeros if None.
+    reverse: if True, each row's real tokens are read last-to-first (padding stays at the end);
+      outputs are returned aligned to the original positions, so ``outputs[i, j]`` is the hidden
+      state after reading tokens j..lengths[i]−1.
+
+  Returns:
+    ``(outputs [b, t, h], (h_last [b, h], c_last [b, h]))``: outputs (the h's) are zero on padded
+    positions; the last state is the one after the last token read (for ``reverse``, after the
+    first token of the row), ``h0`` if the row has no real token.
+  """
+  mask = mask.astype(bool)
+  hidden = params["w_h"].shape[0]
+  lengths = jnp.sum(mask, axis=1)
+  if reverse:
+    x = reverse_padded(x, lengths)
+  x_proj = lstm_input_projection(params, x)  # [b, t, 4h], hoisted out of the scan.
+  if h0 is None:
+    h0 = jnp.zeros((x.shape[0], hidden), x_proj.dtype)
+  state0 = _lstm_state(h0)
+
+  def step(state, inputs):
+    xp_t, m_t = inputs  # [b, 4h], [b]
+    h_new, c_new = lstm_cell(params, xp_t, state)
+    m_t = m_t[:, None]
+    h = jnp.where(m_t, h_new, state[0])
+    c = jnp.where(m_t, c_new, state[1])
+    return (h, c), jnp.where(m_t, h_new, jnp.zeros_like(h_new))
+
+  last, outputs = jax.lax.scan(step, state0,
+                               (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1)))
+  outputs = jnp.swapaxes(outputs, 0, 1)  # [b, t, h]
+  if reverse:
+    outputs = reverse_padded(outputs, lengths)
+  return outputs, last
+
+
+def init_bilstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
+  """Initialises a bidirectional LSTM: two independent ``init_lstm`` params.
+
+  Args:
+    key: PRNG key.
+    in_dim: e.
+    hidden_dim: h per direction.
+
+  Returns:
+    ``{"fwd": lstm params, "bwd": lstm params}``.
+  """
+  k_f, k_b = jax.random.split(key)
+  return {"fwd": init_lstm(k_f, in_dim, hidden_dim), "bwd": init_lstm(k_b, in_dim, hidden_dim)}
+
+
+def bilstm(params: Params, x: Array, mask: Array, *,
+           h0: Array | LstmState | None = None) -> tuple[Array, LstmState]:
+  """Bidirectional masked LSTM: a forward ``lstm`` and a ``reverse=True`` ``lstm``, concatenated.
+
+  Args:
+    params: from ``init_bilstm``.
+    x: ``[b, t, e]``.
+    mask: bool prefix mask ``[b, t]``.
+    h0: ``(h [b, 2h], c [b, 2h])`` initial states, each ``[forward | backward]``; an array
+      ``[b, 2h]`` is taken as h with c = 0; zeros if None.
+
+  Returns:
+    ``(outputs [b, t, 2h], (h_last [b, 2h], c_last [b, 2h]))``: ``outputs[:, j] = [fwd_j | bwd_j]``
+    (zeros on padding); ``h_last = [forward h after the last real token | backward h after reading
+    the first token]``, ``c_last`` likewise.
+  """
+  s0_f = s0_b = None
+  if h0 is not None:
+    h, c = _lstm_state(h0)
+    h_f, h_b = jnp.split(h, 2, axis=-1)
+    c_f, c_b = jnp.split(c, 2, axis=-1)
+    s0_f, s0_b = (h_f, c_f), (h_b, c_b)
+  out_f, (h_f, c_f) = lstm(params["fwd"], x, mask, h0=s0_f)
+  out_b, (h_b, c_b) = lstm(params["bwd"], x, mask, h0=s0_b, reverse=True)
+  return (jnp.concatenate([out_f, out_b], axis=-1),
+          (jnp.concatenate([h_f, h_b], axis=-1), jnp.concatenate([c_f, c_b], axis=-1)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Cell-type dispatch (static string chosen by config).
+# ----------------------------------------------------------------------------------------------
+
+CELLS = ("gru", "lstm")
+
+
+def _check_cell(cell: str) -> str:
+  if cell not in CELLS:
+    raise ValueError(f"unknown recurrent cell {cell!r}; expected one of {CELLS}")
+  return cell
+
+
+def init_rnn(key: Array, cell: str, in_dim: int, hidden_dim: int) -> Params:
+  """Initialises a recurrent layer of type ``cell`` (``init_gru`` or ``init_lstm``).
+
+  Args:
+    key: PRNG key.
+    cell: one of ``CELLS`` (static).
+    in_dim: e.
+    hidden_dim: h.
+
+  Returns:
+    The cell's params: ``w_i [e, Gh]``, ``w_h [h, Gh]``, ``b_i [Gh]``, ``b_h [Gh]`` with G = 3 (GRU)
+    or 4 (LSTM).
+
+  Raises:
+    ValueError: if ``cell`` is not in ``CELLS``.
+  """
+  if _check_cell(cell) == "gru":
+    return init_gru(key, in_dim, hidden_dim)
+  return init_lstm(key, in_dim, hidden_dim)
+
+
+def rnn(params: Params, cell: str, x: Array, mask: Array, *,
+        h0: Array | LstmState | None = None, reverse: bool = False) -> tuple[Array, Array]:
+  """Masked recurrent layer of type ``cell``: ``gru`` or ``lstm`` with the same semantics.
+
+  Args:
+    params: from ``init_rnn`` with the same ``cell``.
+    cell: one of ``CELLS`` (static).
+    x: ``[b, t, e]``.
+    mask: bool prefix mask ``[b, t]``.
+    h0: ``[b, h]`` initial hidden state (for "lstm" the cell state starts at 0), or for "lstm" a
+      tuple ``(h [b, h], c [b, h])``; zeros if None.
+    reverse: read each row's real tokens last-to-first (see ``gru``).
+
+  Returns:
+    ``(outputs [b, t, h], last_h [b, h])``; for "lstm" ``last_h`` is the h part of the last state
+    (use ``lstm`` directly for c).
+
+  Raises:
+    ValueError: if ``cell`` is not in ``CELLS``.
+  """
+  if _check_cell(cell) == "gru":
+    return gru(params, x, mask, h0=h0, reverse=reverse)
+  outputs, (h, _) = lstm(params, x, mask, h0=h0, reverse=reverse)
+  return outputs, h
+
+
+def init_birnn(key: Array, cell: str, in_dim: int, hidden_dim: int) -> Params:
+  """Initialises a bidirectional recurrent layer of type ``cell``.
+
+  Args:
+    key: PRNG key.
+    cell: one of ``CELLS`` (static).
+    in_dim: e.
+    hidden_dim: h per direction.
+
+  Returns:
+    ``{"fwd": params, "bwd": params}``.
+
+  Raises:
+    ValueError: if ``cell`` is not in ``CELLS``.
+  """
+  if _check_cell(cell) == "gru":
+    return init_bigru(key, in_dim, hidden_dim)
+  return init_bilstm(key, in_dim, hidden_dim)
+
+
+def birnn(params: Params, cell: str, x: Array, mask: Array, *,
+          h0: Array | LstmState | None = None) -> tuple[Array, Array]:
+  """Bidirectional masked recurrent layer of type ``cell`` (``bigru`` or ``bilstm``).
+
+  Args:
+    params: from ``init_birnn`` with the same ``cell``.
+    cell: one of ``CELLS`` (static).
+    x: ``[b, t, e]``.
+    mask: bool prefix mask ``[b, t]``.
+    h0: ``[b, 2h]`` initial hidden states ``[forward | backward]`` (for "lstm" the cell states start
+      at 0), or for "lstm" a tuple ``(h [b, 2h], c [b, 2h])``; zeros if None.
+
+  Returns:
+    ``(outputs [b, t, 2h], last_h [b, 2h])`` = ``[forward h after the last real token | backward h
+    after reading the first token]``.
+
+  Raises:
+    ValueError: if ``cell`` is not in ``CELLS``.
+  """
+  if _check_cell(cell) == "gru":
+    return bigru(params, x, mask, h0=h0)
+  outputs, (h, _) = bilstm(params, x, mask, h0=h0)
+  return outputs, h
+
+
+def rnn_input_projection(params: Params, cell: str, x: Array) -> Array:
+  """Input-to-hidden projection x W_i + b_i for ``rnn_step``.
+
+  Args:
+    params: from ``init_rnn``.
+    cell: one of ``CELLS`` (static).
+    x: ``[..., e]``.
+
+  Returns:
+    ``[..., Gh]`` with G = 3 (GRU) or 4 (LSTM).
+
+  Raises:
+    ValueError: if ``cell`` is not in ``CELLS``.
+  """
+  if _check_cell(cell) == "gru":
+    return gru_input_projection(params, x)
+  return lstm_input_projection(params, x)
+
+
+def rnn_initial_state(cell: str, h0: Array | LstmState) -> Array | LstmState:
+  """Recurrent state for ``rnn_step`` from an initial hidden state.
+
+  Args:
+    cell: one of ``CELLS`` (static).
+    h0: ``[b, h]``; for "lstm" also a tuple ``(h, c)`` (passed through).
+
+  Returns:
+    "gru": ``h0``; "lstm": ``(h0, zeros_like(h0))`` (or the given tuple).
+
+  Raises:
+    ValueError: if ``cell`` is not in ``CELLS``.
+  """
+  if _check_cell(cell) == "gru":
+    return h0
+  return _lstm_state(h0)
+
+
+def rnn_step(params: Params, cell: str, x_proj: Array,
+             state: Array | LstmState) -> tuple[Array, Array | LstmState]:
+  """One recurrent step of type ``cell`` (for decoding loops).
+
+  Args:
+    params: from ``init_rnn``.
+    cell: one of ``CELLS`` (static).
+    x_proj: ``[b, Gh]`` from ``rnn_input_projection``.
+    state: "gru": h ``[b, h]``; "lstm": ``(h [b, h], c [b, h])`` (see ``rnn_initial_state``).
+
+  Returns:
+    ``(h_out [b, h], new_state)``: the new hidden state (what feeds the output layer) and the new
+    recurrent state in the same structure as ``state``.
+
+  Raises:
+    ValueError: if ``cell`` is not in ``CELLS``.
+  """
+  if _check_cell(cell) == "gru":
+    h = gru_cell(params, x_proj, state)
+    return h, h
+  h, c = lstm_cell(params, x_proj, state)
+  return h, (h, c)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hidden-state summaries (encoder outputs -> one vector per row).
+# ----------------------------------------------------------------------------------------------
+
+
+def summary_last(outputs: Array, last: Array | LstmState) -> Array:
+  """Summary by the last real state: s = last (for an LSTM state tuple, its h part).
+
+  ``last`` from ``gru`` / ``rnn`` / ``bigru`` / ``birnn`` is already the state after each row's last
+  real token (and for bidirectional layers the backward state after its first token), so it is
+  padding-invariant by construction.
+
+  Args:
+    outputs: ``[b, t, h]`` (unused; kept so every summary takes the encoder's outputs).
+    last: ``[b, h]``, or ``(h [b, h], c [b, h])`` from ``lstm`` / ``bilstm``.
+
+  Returns:
+    ``[b, h]``.
+  """
+  del outputs
+  if isinstance(last, (tuple, list)):
+    return last[0]
+  return last
+
+
+def summary_mean(outputs: Array, mask: Array) -> Array:
+  """Masked mean of hidden states: s = Σ_j m_j h_j / max(Σ_j m_j, 1).
+
+  Padded positions are excluded whatever they hold; a row with no real token gives zeros.
+
+  Args:
+    outputs: ``[b, t, h]``.
+    mask: bool ``[b, t]``.
+
+  Returns:
+    ``[b, h]``.
+  """
+  mask = mask.astype(bool)
+  total = jnp.sum(jnp.where(mask[..., None], outputs, jnp.zeros_like(outputs)), axis=1)
+  count = jnp.sum(mask, axis=1, dtype=outputs.dtype)[:, None]
+  return total / jnp.maximum(count, 1.0)
+
+
+def init_attention_summary(key: Array, hidden_dim: int, attn_dim: int) -> Params:
+  """Initialises additive attention pooling (``init_dense`` default for both maps).
+
+  Args:
+    key: PRNG key.
+    hidden_dim: h (size of the states being summarised; 2h of a bidirectional encoder).
+    attn_dim: a, the size of the scoring layer.
+
+  Returns:
+    ``{"proj": {"w": [h, a], "b": [a]}, "v": {"w": [a, 1]}}``.
+  """
+  k_p, k_v = jax.random.split(key)
+  return {"proj": init_dense(k_p, hidden_dim, attn_dim),
+          "v": init_dense(k_v, attn_dim, 1, bias=False)}
+
+
+def attention_summary(params: Params, outputs: Array, mask: Array) -> tuple[Array, Array]:
+  """Additive (Bahdanau-style) attention pooling of hidden states (seed 002 §5.3).
+
+  Seed 002 §5.3 summarises the encoder by "the weighted mean (or attention) of the concatenated
+  hidden states" without a formula; this is the standard additive form with a learnt query v::
+
+    e_j = v · tanh(h_j W + b)                      (scores, [b, t])
+    α_j = m_j exp(e_j) / Σ_k m_k exp(e_k)          (softmax over real positions only)
+    s   = Σ_j α_j h_j
+
+  Scores at padded positions are set to −∞ before the softmax, so their weights are exactly 0 and
+  neither padding values nor the padded length change the result. A row with no real token gives
+  weights 0 and summary 0 (no NaN, also in the gradient).
+
+  Args:
+    params: from ``init_attention_summary``.
+    outputs: ``[b, t, h]``.
+    mask: bool ``[b, t]``.
+
+  Returns:
+    ``(summary [b, h], weights [b, t])``.
+  """
+  mask = mask.astype(bool)
+  outputs = jnp.where(mask[..., None], outputs, jnp.zeros_like(outputs))
+  scores = dense(params["v"], jnp.tanh(dense(params["proj"], outputs)))[..., 0]  # [b, t]
+  scores = jnp.where(mask, scores, -jnp.inf)
+  s_max = jnp.max(scores, axis=1, keepdims=True)
+  s_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(s_max), s_max, 0.0))
+  unnorm = jnp.exp(scores - s_max)  # exactly 0 where masked
+  denom = jnp.sum(unnorm, axis=1, keepdims=True)
+  weights = unnorm / jnp.where(denom > 0, denom, 1.0)
+  summary = jnp.einsum("bt,bth->bh", weights, outputs)
+  return summary, weights
+
+
+# ----------------------------------------------------------------------------------------------
+# Word dropout (decoder inputs -> <unk>).
+# ----------------------------------------------------------------------------------------------
+
+
+def word_dropout(key: Array | None, ids: Array, mask: Array, keep_rate: float | Array, *,
+                 unk_id: int, protect_first: bool = True) -> Array:
+  """Word dropout on decoder inputs (seed 001 §3.2, seed 002 §5.4).
+
+  Each real (masked-in) input token is replaced by ``unk_id`` independently with probability
+  1 − keep_rate: with u_j ~ U[0, 1), y_j = unk if (m_j and u_j ≥ keep_rate) else ids_j. Padding is
+  never touched; with ``protect_first`` position 0 (the ``<sos>`` input) is never replaced.
+  keep_rate = 1 is the identity; keep_rate = 0 replaces every real non-first input (the "inputless"
+  decoder of seed 001 Table 2).
+
+  Args:
+    key: PRNG key (may be None only when ``keep_rate`` is the Python number 1.0).
+    ids: integer ``[b, t]`` decoder input ids.
+    mask: bool ``[b, t]``.
+    keep_rate: probability of keeping a word; a Python float or a (possibly traced) scalar, e.g.
+      from ``word_keep_rate``. Only the Python value 1.0 short-cuts (no RNG drawn).
+    unk_id: id of ``<unk>``.
+    protect_first: never replace position 0.
+
+  Returns:
+    ``[b, t]`` ids, same dtype as ``ids``.
+  """
+  if isinstance(keep_rate, (int, float)) and not isinstance(keep_rate, bool) and keep_rate == 1.0:
+    return ids
+  if key is None:
+    raise ValueError("word_dropout needs a PRNG key unless keep_rate is 1.0")
+  u = jax.random.uniform(key, ids.shape)
+  drop = mask.astype(bool) & (u >= jnp.asarray(keep_rate, u.dtype))
+  if protect_first:
+    drop = drop & (jnp.arange(ids.shape[1]) > 0)
+  return jnp.where(drop, jnp.asarray(unk_id, ids.dtype), ids)
+
+
+def word_keep_rate(step: Array | int, *, start_rate: float, end_rate: float, start_step: int,
+                   end_step: int) -> Array:
+  """Piecewise-linear word-dropout keep-rate schedule (keep rate = 1 − word-dropout rate).
+
+  rate(s) = start_rate for s ≤ start_step, end_rate for s ≥ end_step, and linear in between:
+  start_rate + (end_rate − start_rate) (s − start_step) / (end_step − start_step). If
+  end_step ≤ start_step it is a step from start_rate to end_rate at end_step.
+
+  Seed 002 §5.4 anneals the word-dropout *rate* from 1.0 at step 2000 to 0.0 at step 20000, i.e.
+  ``start_rate=0.0, end_rate=1.0, start_step=2000, end_step=20000`` here (the paper does not say what
+  happens before step 2000; this schedule holds ``start_rate`` there). Bowman et al. (seed 001) use a
+  constant keep rate: ``start_rate == end_rate``.
+
+  Args:
+    step: training step, integer scalar (may be traced).
+    start_rate: keep rate at and before ``start_step``.
+    end_rate: keep rate at and after ``end_step``.
+    start_step: where the ramp starts (static).
+    end_step: where the ramp ends (static).
+
+  Returns:
+    float32 scalar keep rate.
+  """
+  step = jnp.asarray(step, jnp.float32)
+  if end_step <= start_step:
+    frac = (step >= end_step).astype(jnp.float32)
+  else:
+    frac = jnp.clip((step - start_step) / float(end_step - start_step), 0.0, 1.0)
+  return jnp.asarray(start_rate, jnp.float32) + (end_rate - start_rate) * frac

@@ -8,6 +8,7 @@ parses them and calls `train_and_evaluate(config, workdir)`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -48,23 +49,22 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> sentence_ae.ModelConfig:
-  """The static model configuration from the experiment config's `model` block."""
-  m = config.model
-  return sentence_ae.ModelConfig(
-      vocab_size=vocab_size, embed_dim=m.embed_dim, hidden_dim=m.hidden_dim,
-      latent_dim=m.latent_dim, embed_dropout=m.embed_dropout,
-      reverse_encoder_input=m.reverse_encoder_input, log_var_floor=m.log_var_floor,
-      floor_mode=m.floor_mode)
+  """The static model configuration from the experiment config's `model` block.
+
+  Every field of `sentence_ae.ModelConfig` is read from `config.model` under the same name; the
+  MI criterion's q_MI head is added when the objective needs it.
+  """
+  fields = {f.name for f in dataclasses.fields(sentence_ae.ModelConfig)} - {"vocab_size", "mi_head"}
+  return sentence_ae.ModelConfig(vocab_size=vocab_size, mi_head=config.objective.name == "mi",
+                                 **{k: config.model[k] for k in fields if k in config.model})
 
 
 def objective_config(config: ml_collections.ConfigDict,
                      model_cfg: sentence_ae.ModelConfig) -> objectives.ObjectiveConfig:
   """The static objective configuration from the experiment config's `objective` block."""
-  o = config.objective
+  fields = {f.name for f in dataclasses.fields(objectives.ObjectiveConfig)} - {"model"}
   return objectives.ObjectiveConfig(
-      model=model_cfg, name=o.name, kl_weight=o.kl_weight, kl_schedule=o.kl_schedule,
-      kl_anneal_steps=o.kl_anneal_steps, kl_logistic_k=o.kl_logistic_k,
-      kl_logistic_x0=o.kl_logistic_x0)
+      model=model_cfg, **{k: config.objective[k] for k in fields if k in config.objective})
 
 
 def make_optimizer(name: str, learning_rate: float, clip_norm: float = 0.0):
@@ -238,18 +238,48 @@ def load_corpus(config: ml_collections.ConfigDict,
   d = config.data
   data_dir = d.data_dir or None
   if data_dir is None and d.corpus != "builtin":
-    data_dir = corpus_lib.resolve_data_dir(None, d.corpus)
+    data_dir = corpus_lib.resolve_data_dir(None, d.corpus) or _shared_data_dir(d.corpus)
     if data_dir is None:
       raise FileNotFoundError(
           f"corpus {d.corpus!r} not found: pass --data_dir=DIR (a directory with train.txt, "
           f"valid.txt, test.txt) or set MIMTEXT_DATA to the folder that holds {d.corpus}/")
-  return corpus_lib.load_corpus(
+  corpus = corpus_lib.load_corpus(
       data_dir, vocab=vocab, min_count=d.min_count, max_vocab=d.max_vocab or None,
       max_len=d.max_len or None, overflow=d.overflow, blank_lines=d.blank_lines,
       tfds_dir=d.tfds_dir or None, use_tfds=d.use_tfds, builtin_seed=d.builtin_seed,
       builtin_sizes={"train": d.builtin_train_size, "valid": d.builtin_eval_size,
                      "test": d.builtin_eval_size},
       vocab_split=d.vocab_split)
+  if d.train_from_valid:
+    corpus.splits.update(holdout_split(corpus.splits["valid"], d.holdout, seed=d.builtin_seed))
+  return corpus
+
+
+def holdout_split(split: corpus_lib.CorpusSplit, holdout: int, *, seed: int
+                  ) -> dict[str, corpus_lib.CorpusSplit]:
+  """{"train", "valid"} from one split: a seeded shuffle, the last `holdout` sentences held out."""
+  n = len(split.ids)
+  if not 0 < holdout < n:
+    raise ValueError(f"--config.data.holdout={holdout} must be in (0, {n}) for a split of {n}")
+  order = np.random.default_rng(seed).permutation(n)
+
+  def take(indices):
+    pick = lambda a: None if a is None else np.asarray(a)[indices]
+    return dataclasses.replace(split, lines=[split.lines[i] for i in indices],
+                               ids=[split.ids[i] for i in indices],
+                               log_probs=pick(split.log_probs), labels=pick(split.labels))
+
+  return {"train": take(order[:n - holdout]), "valid": take(order[n - holdout:])}
+
+
+def _shared_data_dir(corpus: str) -> str | None:
+  """`../shared/data/CORPUS` beside the working directory or beside the repository, if present."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for parent in (os.getcwd(), repo):
+    candidate = os.path.join(os.path.dirname(parent), "shared", "data", corpus)
+    if os.path.isfile(os.path.join(candidate, "train.txt")):
+      return candidate
+  return None
 
 
 def make_pipeline(split: corpus_lib.CorpusSplit, config, *, train: bool, seed: int
@@ -321,6 +351,36 @@ def init_state(config, model_cfg, optimizer, mesh) -> TrainState:
   return replicate(state, mesh)
 
 
+@dataclasses.dataclass
+class Experiment:
+  """Everything a config builds before the first step, for a given vocabulary size."""
+  mesh: Mesh
+  model_cfg: sentence_ae.ModelConfig
+  obj_cfg: objectives.ObjectiveConfig
+  loss_fn: LossFn
+  optimizer: Any
+  state: TrainState
+
+  def train_step(self):
+    return make_train_step(self.loss_fn, self.optimizer, self.obj_cfg, self.mesh)
+
+  def eval_step(self):
+    return make_eval_step(self.loss_fn, self.obj_cfg, self.mesh)
+
+
+def build_experiment(config: ml_collections.ConfigDict, vocab_size: int) -> Experiment:
+  """Mesh, static configs, loss, optimiser and the replicated initial train state."""
+  mesh = make_mesh(config.num_devices or None)
+  check_batch_size(config.batch_size, mesh)
+  check_batch_size(config.eval_batch_size, mesh)
+  model_cfg = model_config(config, vocab_size)
+  obj_cfg = objective_config(config, model_cfg)
+  opt = config.optimizer
+  optimizer = make_optimizer(opt.name, opt.learning_rate, opt.clip_norm)
+  return Experiment(mesh, model_cfg, obj_cfg, objectives.get_loss(obj_cfg.name), optimizer,
+                    init_state(config, model_cfg, optimizer, mesh))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the experiment in `workdir`; returns the last validation metrics.
 
@@ -339,15 +399,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     corpus.vocab.save(vocab_path)
     checkpoint_lib.save_json(workdir, "config.json", config.to_dict())
 
-  mesh = make_mesh(config.num_devices or None)
-  check_batch_size(config.batch_size, mesh)
-  check_batch_size(config.eval_batch_size, mesh)
-  model_cfg = model_config(config, corpus.vocab.size)
-  obj_cfg = objective_config(config, model_cfg)
-  loss_fn = objectives.get_loss(obj_cfg.name)
-  opt = config.optimizer
-  optimizer = make_optimizer(opt.name, opt.learning_rate, opt.clip_norm)
-  state = init_state(config, model_cfg, optimizer, mesh)
+  exp = build_experiment(config, corpus.vocab.size)
+  mesh, obj_cfg, state, opt = exp.mesh, exp.obj_cfg, exp.state, config.optimizer
   logging.info("model: %s parameters; corpus %s: %s", f"{sentence_ae.count_params(state.params):,}",
                corpus.name, {k: len(s.ids) for k, s in corpus.splits.items()})
 
@@ -366,8 +419,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                          data_state.get("plateau"))
     logging.info("resumed from step %d (epoch %d) in %s", restored["step"], epoch, workdir)
 
-  train_step = make_train_step(loss_fn, optimizer, obj_cfg, mesh)
-  eval_step = make_eval_step(loss_fn, obj_cfg, mesh)
+  train_step, eval_step = exp.train_step(), exp.eval_step()
   key = jax.random.PRNGKey(config.seed + 1)
   eval_key = jax.random.PRNGKey(config.seed + 2)
   writer = MetricsWriter(workdir)
@@ -401,7 +453,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     elapsed = time.perf_counter() - window_start
     tok_s = window_tokens / max(elapsed, 1e-9)
     rate = (step - run_start_step) / max(time.perf_counter() - run_start, 1e-9)
-    eta = f" | ETA {format_duration((planned - step) / rate)}" if planned and rate > 0 else ""
+    remaining = [(planned - step) / rate] if planned and rate > 0 else []
+    if config.max_minutes:
+      remaining.append(60 * config.max_minutes - (time.perf_counter() - run_start))
+    eta = f" | ETA {format_duration(min(remaining))}" if remaining else ""
     of = f"/{planned}" if planned else ""
     logging.info(
         "step %d%s epoch %d | loss %.3f rec %.3f (%.3f/tok) kl %.3f | σ %.3g floor %.0f%% | "
@@ -500,24 +555,37 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not (config.max_steps or config.max_epochs or config.max_minutes):
     fail("max_epochs", "max_steps, max_epochs and max_minutes are all 0: training would never stop")
   choices = {"objective.name": tuple(objectives.LOSSES),
-             "objective.kl_schedule": objectives.common.KL_SCHEDULES,
-             "model.floor_mode": sentence_ae.FLOOR_MODES,
              "optimizer.name": ("adam", "sgd"),
              "data.overflow": ("drop", "truncate"),
              "data.blank_lines": ("skip", "error")}
   for field, allowed in choices.items():
     if config_value(config, field) not in allowed:
       fail(field, f"must be one of {list(allowed)}")
-  if not 0.0 <= config.model.embed_dropout < 1.0:
-    fail("model.embed_dropout", "must be in [0, 1)")
+  # The model and objective dataclasses check their own fields; name the flag in their errors.
+  for block, build in (("model", lambda: model_config(config, vocab_size=1)),
+                       ("objective", lambda: objective_config(config, model_config(config, 1)))):
+    try:
+      build()
+    except ValueError as e:
+      field = f"{block}.{str(e).split()[0]}"
+      fail(field if field_exists(config, field) else block, str(e))
+  hsvae_objective = config.objective.name == "hsvae"
+  if hsvae_objective != (config.model.posterior == "hsvae"):
+    fail("model.posterior", "the hsvae objective and the hsvae posterior go together")
   if config.optimizer.learning_rate <= 0:
     fail("optimizer.learning_rate", "must be positive")
   if not 0.0 < config.optimizer.plateau_factor <= 1.0:
     fail("optimizer.plateau_factor", "must be in (0, 1]")
-  if config.objective.kl_anneal_steps <= 0:
-    fail("objective.kl_anneal_steps", "must be positive")
   if config.data.data_dir and not os.path.isdir(config.data.data_dir):
     fail("data.data_dir", "is not a directory")
+
+
+def field_exists(config, field: str) -> bool:
+  try:
+    config_value(config, field)
+  except (KeyError, AttributeError):
+    return False
+  return True
 
 
 def config_value(config, field: str):

@@ -7,7 +7,11 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import ml_collections
 import pytest
+
+from mimtext import train as train_lib
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -28,21 +32,50 @@ def _run(module, *args, check=True):
   return proc
 
 
+# The structure of each experiment (cells, summaries, objectives, schedules) at a toy size.
+_TOY = {"model.embed_dim": 8, "model.hidden_dim": 16, "model.latent_dim": 4,
+        "model.attention_dim": 0, "objective.mi_max_len": 6, "data.corpus": "builtin",
+        "data.data_dir": "", "data.builtin_train_size": 24, "data.builtin_eval_size": 16,
+        "data.holdout": 8, "batch_size": 8, "eval_batch_size": 8}
+
+
+def _toy(config_json: dict):
+  config = ml_collections.ConfigDict(config_json)
+  for field, value in _TOY.items():
+    *parents, leaf = field.split(".")
+    target = config
+    for part in parents:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
 @pytest.mark.parametrize("flagfile", FLAGFILES, ids=os.path.basename)
-def test_every_flagfile_parses_validates_and_documents_its_command(flagfile, tmp_path):
+def test_every_flagfile_parses_documents_itself_and_takes_a_step_on_4_devices(flagfile, tmp_path):
   proc = _run("launch.train", f"--flagfile={flagfile}", f"--workdir={tmp_path / 'w'}", "--dry_run")
-  config = json.loads(proc.stdout)
+  config_json = json.loads(proc.stdout)
   name = os.path.basename(flagfile)
   if name.startswith("ptb_"):
     family, latent = name[len("ptb_"):-len(".flags")].rsplit("_", 1)
-    assert config["data"]["corpus"] == "ptb"
-    assert config["model"]["latent_dim"] == int(latent)
-    assert config["objective"]["name"] == {"smim": "mim", "svae": "vae", "svae_kl": "vae",
-                                           "ae": "ae"}[family]
-    assert config["objective"]["kl_schedule"] == ("linear" if family == "svae_kl" else "constant")
+    assert config_json["data"]["corpus"] == "ptb"
+    assert config_json["model"]["latent_dim"] == int(latent)
+    assert config_json["objective"]["name"] == {"smim": "mim", "svae": "vae", "svae_kl": "vae",
+                                                "ae": "ae"}[family]
+    assert config_json["objective"]["kl_schedule"] == (
+        "linear" if family == "svae_kl" else "constant")
   assert not (tmp_path / "w").exists()
   with open(flagfile, encoding="utf-8") as f:
     assert f"python -m launch.train --flagfile=launch/configs/{name}" in f.read()
+
+  config = _toy(config_json)
+  train_lib.validate_config(config)
+  corpus = train_lib.load_corpus(config)
+  exp = train_lib.build_experiment(config, corpus.vocab.size)
+  assert exp.mesh.devices.size == 4
+  pipe = train_lib.make_pipeline(corpus.splits["train"], config, train=True, seed=0)
+  batch = train_lib.shard_batch(next(iter(pipe.epoch(0))), exp.mesh)
+  state, metrics = exp.train_step()(exp.state, batch, jax.random.PRNGKey(0))
+  assert int(state.step) == 1 and float(metrics["finite"]) == 1.0, metrics
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.tfds_dir = ""         # where TFDS prepares array_record files ("" = ~/.cache/mimtext/tfds)
   c.data.use_tfds = True
   c.data.vocab_split = "train"
+  # Corpora without a train split (yahoo_topic, dbpedia here): train on `valid` minus a held-out
+  # part of `holdout` sentences (a seeded shuffle) used for validation; `test` stays the test set.
+  c.data.train_from_valid = False
+  c.data.holdout = 1000
   c.data.min_count = 1
   c.data.max_vocab = 0         # 0 = no limit
   c.data.max_len = 0           # words per sentence; 0 = no limit
@@ -45,18 +49,51 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.embed_dim = 300
   c.model.hidden_dim = 512
   c.model.latent_dim = 128
+  c.model.cell = "gru"           # "gru" or "lstm"
+  c.model.bidirectional = False  # bidirectional encoder
+  c.model.summary = "last"       # encoder summary: "last", "mean" or "attention"
+  c.model.attention_dim = 0      # 0 = the summary width
+  c.model.encoder_highway = 0    # highway layers between the summary and the posterior head
+  c.model.decoder_highway = 0    # highway layers on z before the decoder
+  c.model.condition = "both"     # z as the decoder's "init" state, "concat" input, or "both"
   c.model.embed_dropout = 0.5
+  c.model.output_dropout = 0.0   # dropout on decoder states before the softmax
   c.model.reverse_encoder_input = True
+  c.model.posterior = "gaussian"  # "gaussian" or "hsvae" (Beta / spike-and-slab head)
+  c.model.concentration_floor = 0.01  # HSVAE: Beta concentrations = floor + softplus(raw)
   c.model.log_var_floor = -10.0
   c.model.floor_mode = "clamp"  # "clamp" (as the original sMIM code), "softplus" or "none"
 
   c.objective = ml_collections.ConfigDict()
-  c.objective.name = "mim"     # "mim", "vae" or "ae"
+  c.objective.name = "mim"     # "mim", "vae", "ae", "mi", "hsvae" or "matvae"
   c.objective.kl_weight = 1.0
   c.objective.kl_schedule = "constant"  # "constant", "linear" or "logistic"
   c.objective.kl_anneal_steps = 10_000
   c.objective.kl_logistic_k = 0.0025
   c.objective.kl_logistic_x0 = 2_500
+  c.objective.free_bits = 0.0  # nats per latent dimension; 0 = off
+  c.objective.num_samples = 1  # latent samples per sentence (seed 003)
+  c.objective.sample_average = "loss"  # "loss" (Eq. 3) or "hidden" (AVG, Eq. 7-8)
+  c.objective.word_keep_rate = 1.0      # decoder word keep rate (1 = no word dropout, 0 = inputless)
+  c.objective.word_keep_schedule = "constant"  # or "linear" between the start/end below
+  c.objective.word_keep_start_rate = 0.0
+  c.objective.word_keep_end_rate = 1.0
+  c.objective.word_keep_start_step = 2_000
+  c.objective.word_keep_end_step = 20_000
+  c.objective.l1_weight = 0.0  # L1 / L2 penalties on the posterior mean (sparsity baselines)
+  c.objective.l2_weight = 0.0
+  c.objective.mi_weight = 1.0  # λ of the mutual-information criterion (objective "mi")
+  c.objective.mi_max_len = 40  # length of the sentences generated for L_MI
+  c.objective.psi = 1.0        # HSVAE / MAT-VAE weight of the KL on z
+  c.objective.lam = 1.0        # HSVAE weight of KL(Beta(a,b) ‖ Beta(α,β))
+  c.objective.prior_alpha = 1.0
+  c.objective.prior_beta = 1.0
+  c.objective.concrete_temperature = 0.5
+  c.objective.concrete_hard = True  # exact Bernoulli spike/slab choice forward, relaxed gradient
+  c.objective.spike_scale = 0.05    # σ of the spike N(0, σ²) (the paper's σ → 0)
+  c.objective.prior_gamma = 0.8     # MAT-VAE prior spike probability (prior sparsity)
+  c.objective.mmd_weight = 1.0  # MAT-VAE λ of MMD(q(z), p(z))
+  c.objective.mmd_kernel = "imq"
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"    # "adam" (lr 1e-3) or "sgd" (lr 5.0, clip 0.25), seed 000 §4.2

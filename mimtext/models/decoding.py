@@ -1,4 +1,4 @@
-"""Decoding sentences from latent codes, jit-compiled with `lax.while_loop`.
+"""Generating sentences from latent codes, jit-compiled (`lax.while_loop` / `lax.scan`).
 
 Notation: b batch, d latent, h hidden, v vocabulary, m maximum number of generated tokens.
 """
@@ -6,6 +6,7 @@ Notation: b batch, d latent, h hidden, v vocabulary, m maximum number of generat
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,13 +18,34 @@ from mimtext.models import sentence_ae
 Array = jax.Array
 
 
-def _step_logits(params, cfg: sentence_ae.ModelConfig, z_proj: Array, prev: Array, h: Array):
-  """One decoder step from the previous token [b] and state [b,h] → (logits [b,v], new state)."""
-  x = nn.embed(params["embed"], prev)
-  w_i = params["decoder"]["w_i"]
-  x_proj = x @ w_i[:cfg.embed_dim] + z_proj
-  h = nn.gru_cell(params["decoder"], x_proj, h)
-  return nn.dense(params["out"], h), h
+class _Stepper(NamedTuple):
+  """What every decoder step needs from z, computed once: z's share of the input projection."""
+  z_proj: Array          # [b, gates·h]: code @ W_i[e:] + b_i (or just b_i when z is not an input)
+  state0: object         # initial recurrent state (h, or (h, c) for an LSTM)
+
+
+def _prepare(params, z: Array, cfg: sentence_ae.ModelConfig) -> _Stepper:
+  code = sentence_ae.decoder_code(params, z)
+  w_i, b_i = params["decoder"]["w_i"], params["decoder"]["b_i"]
+  z_proj = code @ w_i[cfg.embed_dim:] + b_i if cfg.concat_z else jnp.broadcast_to(
+      b_i, (z.shape[0],) + b_i.shape)
+  h0 = sentence_ae.decoder_initial_state(params, code, cfg)
+  if h0 is None:
+    h0 = jnp.zeros((z.shape[0], cfg.hidden_dim), z.dtype)
+  return _Stepper(z_proj, nn.rnn_initial_state(cfg.cell, h0))
+
+
+def _step(params, cfg, stepper: _Stepper, prev: Array, state):
+  """One decoder step from the previous token [b] → (hidden [b,h], logits [b,v], new state)."""
+  x_proj = nn.embed(params["embed"], prev) @ params["decoder"]["w_i"][:cfg.embed_dim]
+  hidden, state = nn.rnn_step(params["decoder"], cfg.cell, x_proj + stepper.z_proj, state)
+  return hidden, sentence_ae.output_logits(params, hidden), state
+
+
+def _mask_logits(logits: Array, ban_unk: bool) -> Array:
+  """<pad> and <sos> are never generated; <unk> optionally banned."""
+  banned = [vocab_lib.PAD_ID, vocab_lib.SOS_ID] + ([vocab_lib.UNK_ID] if ban_unk else [])
+  return logits.at[:, jnp.asarray(banned)].set(-jnp.inf)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_len", "ban_unk"))
@@ -35,12 +57,9 @@ def decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: int,
   positions after the stop hold `<pad>`. The loop ends as soon as every row has stopped.
   """
   b = z.shape[0]
-  # z enters every step's input: its share of the input projection is computed once.
-  z_proj = z @ params["decoder"]["w_i"][cfg.embed_dim:] + params["decoder"]["b_i"]
-  h0 = nn.dense(params["z_to_h0"], z)
+  stepper = _prepare(params, z, cfg)
   ids0 = jnp.full((b, max_len), vocab_lib.PAD_ID, jnp.int32)
   prev0 = jnp.full((b,), vocab_lib.SOS_ID, jnp.int32)
-  done0 = jnp.zeros((b,), bool)
   key0 = jax.random.PRNGKey(0) if key is None else key
 
   def cond(carry):
@@ -48,21 +67,19 @@ def decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: int,
     return (step < max_len) & ~jnp.all(done)
 
   def body(carry):
-    step, h, prev, done, ids = carry
-    logits, h = _step_logits(params, cfg, z_proj, prev, h)
-    if ban_unk:
-      logits = logits.at[:, vocab_lib.UNK_ID].set(-jnp.inf)
-    logits = logits.at[:, vocab_lib.PAD_ID].set(-jnp.inf).at[:, vocab_lib.SOS_ID].set(-jnp.inf)
+    step, state, prev, done, ids = carry
+    _, logits, state = _step(params, cfg, stepper, prev, state)
+    logits = _mask_logits(logits, ban_unk)
     if key is None:
-      token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+      token = jnp.argmax(logits, axis=-1)
     else:
       token = jax.random.categorical(jax.random.fold_in(key0, step), logits / temperature)
-      token = token.astype(jnp.int32)
-    token = jnp.where(done, vocab_lib.PAD_ID, token)
+    token = jnp.where(done, vocab_lib.PAD_ID, token.astype(jnp.int32))
     ids = ids.at[:, step].set(token)
-    return step + 1, h, token, done | (token == vocab_lib.EOS_ID), ids
+    return step + 1, state, token, done | (token == vocab_lib.EOS_ID), ids
 
-  _, _, _, _, ids = jax.lax.while_loop(cond, body, (0, h0, prev0, done0, ids0))
+  carry = (0, stepper.state0, prev0, jnp.zeros((b,), bool), ids0)
+  _, _, _, _, ids = jax.lax.while_loop(cond, body, carry)
   lengths = jnp.sum(ids != vocab_lib.PAD_ID, axis=1).astype(jnp.int32)
   return ids, lengths
 
@@ -71,3 +88,29 @@ def greedy_decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: in
                   ban_unk: bool = False):
   """Greedy decoding (argmax at every step); see `decode`."""
   return decode(params, z, cfg, max_len=max_len, ban_unk=ban_unk)
+
+
+def sample_with_hidden(params, z: Array, cfg: sentence_ae.ModelConfig, key: Array, *,
+                       max_len: int):
+  """Ancestral samples x ~ p(x|z) with the decoder states that produced them.
+
+  A fixed-length `lax.scan` (differentiable in `params` and z through the states; the sampled
+  tokens themselves carry no gradient). Returns ids [b,m], hidden [b,m,h] (the state that emitted
+  each token, zeros after the row's <eos>) and mask [b,m] (True up to and including <eos>).
+  Used by the mutual-information criterion of seed 002 §4, where q_MI reads these states.
+  """
+  b = z.shape[0]
+  stepper = _prepare(params, z, cfg)
+
+  def body(carry, step_key):
+    state, prev, done = carry
+    hidden, logits, state = _step(params, cfg, stepper, prev, state)
+    token = jax.random.categorical(step_key, jax.lax.stop_gradient(_mask_logits(logits, False)))
+    token = jnp.where(done, vocab_lib.PAD_ID, token.astype(jnp.int32))
+    emitted = ~done
+    hidden = jnp.where(emitted[:, None], hidden, 0.0)
+    return (state, token, done | (token == vocab_lib.EOS_ID)), (token, hidden, emitted)
+
+  carry = (stepper.state0, jnp.full((b,), vocab_lib.SOS_ID, jnp.int32), jnp.zeros((b,), bool))
+  _, (ids, hidden, mask) = jax.lax.scan(body, carry, jax.random.split(key, max_len))
+  return ids.T, jnp.swapaxes(hidden, 0, 1), mask.T

@@ -1,14 +1,17 @@
-"""The sentence autoencoder of sentenceMIM (seed 000, section 2 and 4.2; Figs. 1-2).
+"""Sentence autoencoders: one configurable network for sMIM, sVAE, AE, MI-VAE, HSVAE and MAT-VAE.
 
-Shared word embeddings feed a one-layer GRU encoder that reads the sentence reversed (seed 000
-§4.2); linear maps from its last real hidden state give the mean and log-variance of a diagonal
-Gaussian posterior q(z|x) (Eq. 3). The decoder is a GRU whose initial state is a linear map of z
-and whose input at every step is the previous word's embedding concatenated with z; a linear map
-of its hidden state gives the logits of p(x^k | x^{<k}, z) (Eq. 1). The same network serves sMIM,
-sVAE and the deterministic AE: only the objective differs.
+Data flow (DESIGN §2): shared word embeddings → RNN encoder (GRU or LSTM, uni- or bidirectional,
+input optionally reversed) → summary of its states (last real state, masked mean, or attention;
+seed 002 §5.3) → optional highway layers → posterior head (diagonal Gaussian, seed 000 Eq. 3; or
+the HSVAE head of seed 004 §3) → z → optional highway layers (seed 002 §5.2) → decoder RNN with z
+as its initial state and/or concatenated to every input embedding → logits of p(x^k | x^{<k}, z).
 
-Notation: b batch, t time (tokens incl. <sos>/<eos>), v vocabulary, e embedding, h hidden, d latent.
-A batch row is `<sos> w_1 … w_n <eos> <pad>…` with `lengths = n + 2`.
+The defaults are the sMIM network of seed 000 §4.2: GRU, encoder reads the sentence reversed, last
+state, z both initial state and input. The objective decides how the pieces are used.
+
+Notation: b batch, t time (tokens incl. <sos>/<eos>), v vocabulary, e embedding, h hidden, s
+summary (h, or 2h when bidirectional), d latent, k samples. A batch row is `<sos> w_1 … w_n <eos>
+<pad>…` with `lengths = n + 2`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ import jax.numpy as jnp
 
 from mimtext import distributions
 from mimtext import nn
+from mimtext.data import vocab as vocab_lib
 
 Params = dict
 Array = jax.Array
 
 FLOOR_MODES = ("clamp", "softplus", "none")
+SUMMARIES = ("last", "mean", "attention")
+CONDITIONS = ("init", "concat", "both")
+POSTERIORS = ("gaussian", "hsvae")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,43 +42,101 @@ class ModelConfig:
   embed_dim: int = 300
   hidden_dim: int = 512
   latent_dim: int = 128
+  cell: str = "gru"                  # "gru" or "lstm" (seeds 001, 003)
+  bidirectional: bool = False        # bidirectional encoder (seed 002 §5.1)
+  summary: str = "last"              # "last", "mean" or "attention" (seed 002 §5.3)
+  attention_dim: int = 0             # 0: the summary width
+  encoder_highway: int = 0           # highway layers between summary and posterior head
+  decoder_highway: int = 0           # highway layers on z before the decoder (seed 002 §5.2)
+  condition: str = "both"            # z as decoder "init" state, "concat" input, or "both"
   embed_dropout: float = 0.5
-  reverse_encoder_input: bool = True
-  # Floor on the posterior log-variance (DESIGN §7): "clamp" as the original code (zero gradient
-  # below the floor), "softplus" for a smooth floor, "none" to leave it unbounded.
+  output_dropout: float = 0.0        # dropout on decoder states before the softmax (seed 003 §5.1)
+  reverse_encoder_input: bool = True  # seed 000 §4.2 (ignored by a bidirectional encoder)
+  posterior: str = "gaussian"        # "gaussian" or "hsvae" (seed 004 §3)
+  # Floor on the posterior log-variance (DESIGN §7): "clamp" as the original sMIM code (zero
+  # gradient below the floor), "softplus" for a smooth floor, "none" to leave it unbounded.
   log_var_floor: float = -10.0
   floor_mode: str = "clamp"
+  # The auxiliary q_MI(z|x) head of the mutual-information criterion (seed 002 §4).
+  mi_head: bool = False
+  # HSVAE only: the Beta concentrations of q(γ|x) are floor + softplus(raw) (DESIGN §7).
+  concentration_floor: float = 1e-2
 
   def __post_init__(self):
-    if self.floor_mode not in FLOOR_MODES:
-      raise ValueError(f"floor_mode must be one of {FLOOR_MODES}, got {self.floor_mode!r}")
+    for name, allowed in (("floor_mode", FLOOR_MODES), ("summary", SUMMARIES),
+                          ("condition", CONDITIONS), ("posterior", POSTERIORS),
+                          ("cell", nn.CELLS)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
     for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-    if not 0.0 <= self.embed_dropout < 1.0:
-      raise ValueError(f"embed_dropout must be in [0, 1), got {self.embed_dropout}")
+    for name in ("encoder_highway", "decoder_highway", "attention_dim"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    for name in ("embed_dropout", "output_dropout"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+    if self.concentration_floor <= 0:
+      raise ValueError(f"concentration_floor must be positive, got {self.concentration_floor}")
+
+  @property
+  def summary_dim(self) -> int:
+    return 2 * self.hidden_dim if self.bidirectional else self.hidden_dim
+
+  @property
+  def concat_z(self) -> bool:
+    return self.condition in ("concat", "both")
+
+  @property
+  def init_from_z(self) -> bool:
+    return self.condition in ("init", "both")
 
 
 class Posterior(NamedTuple):
-  """Diagonal Gaussian q(z|x): mean [b,d], floored log-variance [b,d], raw log-variance [b,d]."""
+  """q(z|x): Gaussian mean [b,d], floored and raw log-variance [b,d].
+
+  For the HSVAE head also the Beta(a, b) concentrations [b,d] of q(γ|x); None otherwise.
+  """
   mean: Array
   log_var: Array
   raw_log_var: Array
+  beta_a: Array | None = None
+  beta_b: Array | None = None
+
+
+# ----------------------------------------------------------------------------- parameters
 
 
 def init_params(key: Array, cfg: ModelConfig) -> Params:
   """Initialises every weight of the autoencoder."""
-  keys = jax.random.split(key, 7)
-  e, h, d, v = cfg.embed_dim, cfg.hidden_dim, cfg.latent_dim, cfg.vocab_size
-  return {
-      "embed": nn.init_embedding(keys[0], v, e),
-      "encoder": nn.init_gru(keys[1], e, h),
-      "to_mean": nn.init_dense(keys[2], h, d),
-      "to_log_var": nn.init_dense(keys[3], h, d),
-      "z_to_h0": nn.init_dense(keys[4], d, h),
-      "decoder": nn.init_gru(keys[5], e + d, h),
-      "out": nn.init_dense(keys[6], h, v),
+  keys = iter(jax.random.split(key, 16 + cfg.encoder_highway + cfg.decoder_highway))
+  e, h, d, v, s = cfg.embed_dim, cfg.hidden_dim, cfg.latent_dim, cfg.vocab_size, cfg.summary_dim
+  init_encoder = nn.init_birnn if cfg.bidirectional else nn.init_rnn
+  params = {
+      "embed": nn.init_embedding(next(keys), v, e),
+      "encoder": init_encoder(next(keys), cfg.cell, e, h),
+      "to_mean": nn.init_dense(next(keys), s, d),
+      "to_log_var": nn.init_dense(next(keys), s, d),
+      "decoder": nn.init_rnn(next(keys), cfg.cell, e + (d if cfg.concat_z else 0), h),
+      "out": nn.init_dense(next(keys), h, v),
   }
+  # Optional blocks are absent rather than empty, so checkpoints never hold empty containers.
+  if cfg.encoder_highway:
+    params["encoder_highway"] = [nn.init_highway(next(keys), s) for _ in range(cfg.encoder_highway)]
+  if cfg.decoder_highway:
+    params["decoder_highway"] = [nn.init_highway(next(keys), d) for _ in range(cfg.decoder_highway)]
+  if cfg.summary == "attention":
+    params["attention"] = nn.init_attention_summary(next(keys), s, cfg.attention_dim or s)
+  if cfg.init_from_z:
+    params["z_to_h0"] = nn.init_dense(next(keys), d, h)
+  if cfg.mi_head:
+    params["mi_head"] = {"to_mean": nn.init_dense(next(keys), h, d),
+                         "to_log_var": nn.init_dense(next(keys), h, d)}
+  if cfg.posterior == "hsvae":
+    params["to_beta_a"] = nn.init_dense(next(keys), s, d)
+    params["to_beta_b"] = nn.init_dense(next(keys), s, d)
+  return params
 
 
 def count_params(params: Params) -> int:
@@ -85,39 +150,108 @@ def _embed_dropped(params: Params, ids: Array, cfg: ModelConfig, key: Array | No
   return nn.dropout(key, x, cfg.embed_dropout, deterministic=False)
 
 
+# ----------------------------------------------------------------------------- encoder
+
+
+def encoder_summary(params: Params, tokens: Array, lengths: Array, cfg: ModelConfig, *,
+                    dropout_key: Array | None = None) -> Array:
+  """The fixed-size summary of a sentence that the posterior head reads: [b,s].
+
+  The encoder reads the words w_1 … w_n (neither <sos> nor <eos>).
+  """
+  words = tokens[:, 1:]
+  mask = nn.sequence_mask(lengths - 2, words.shape[1])
+  x = _embed_dropped(params, words, cfg, dropout_key)
+  if cfg.bidirectional:
+    outputs, last = nn.birnn(params["encoder"], cfg.cell, x, mask)
+  else:
+    outputs, last = nn.rnn(params["encoder"], cfg.cell, x, mask,
+                           reverse=cfg.reverse_encoder_input)
+  if cfg.summary == "mean":
+    summary = nn.summary_mean(outputs, mask)
+  elif cfg.summary == "attention":
+    summary, _ = nn.attention_summary(params["attention"], outputs, mask)
+  else:
+    summary = last
+  for layer in params.get("encoder_highway", ()):
+    summary = nn.highway(layer, summary)
+  return summary
+
+
 def encode(params: Params, tokens: Array, lengths: Array, cfg: ModelConfig, *,
            dropout_key: Array | None = None) -> Posterior:
-  """q(z|x) from the last real encoder state (seed 000 Eq. 3, Fig. 2).
+  """q(z|x) from the encoder summary by linear heads (seed 000 Eq. 3; seed 004 §3 for HSVAE).
 
   Args:
     tokens: [b,t] int ids `<sos> w… <eos> <pad>…`; lengths: [b] real tokens incl. <sos>/<eos>.
     dropout_key: enables embedding dropout (training) when given.
-  Returns:
-    Posterior with mean, floored log-variance and raw log-variance, each [b,d].
   """
-  words = tokens[:, 1:]                                     # [b,t-1]; <sos> is not read
-  mask = nn.sequence_mask(lengths - 2, words.shape[1])      # words only: <eos> is not read
-  x = _embed_dropped(params, words, cfg, dropout_key)
-  _, last = nn.gru(params["encoder"], x, mask, reverse=cfg.reverse_encoder_input)
-  raw_log_var = nn.dense(params["to_log_var"], last)
+  summary = encoder_summary(params, tokens, lengths, cfg, dropout_key=dropout_key)
+  raw_log_var = nn.dense(params["to_log_var"], summary)
   log_var = distributions.log_var_floor(raw_log_var, cfg.log_var_floor, cfg.floor_mode)
-  return Posterior(nn.dense(params["to_mean"], last), log_var, raw_log_var)
+  mean = nn.dense(params["to_mean"], summary)
+  if cfg.posterior == "hsvae":
+    floor = cfg.concentration_floor
+    a = floor + jax.nn.softplus(nn.dense(params["to_beta_a"], summary))
+    b = floor + jax.nn.softplus(nn.dense(params["to_beta_b"], summary))
+    return Posterior(mean, log_var, raw_log_var, a, b)
+  return Posterior(mean, log_var, raw_log_var)
 
 
-def decoder_logits(params: Params, z: Array, tokens: Array, lengths: Array, cfg: ModelConfig, *,
-                   dropout_key: Array | None = None) -> Array:
-  """Logits of p(x^k | x^{<k}, z) for k = 1..t-1 (seed 000 Eq. 1, Fig. 1): [b,t-1,v].
+# ----------------------------------------------------------------------------- decoder
 
-  The decoder reads `<sos> w_1 … w_n` (teacher forcing), each embedding concatenated with z, from
-  the initial state W z + c; position k predicts tokens[:, k+1].
+
+def decoder_code(params: Params, z: Array) -> Array:
+  """z after the decoder's highway layers (identity without them): [..., d]."""
+  for layer in params.get("decoder_highway", ()):
+    z = nn.highway(layer, z)
+  return z
+
+
+def decoder_initial_state(params: Params, code: Array, cfg: ModelConfig) -> Array | None:
+  """The decoder's initial hidden state W z + c ([b,h]) when z conditions it, else None."""
+  return nn.dense(params["z_to_h0"], code) if cfg.init_from_z else None
+
+
+def decoder_hidden(params: Params, z: Array, tokens: Array, lengths: Array, cfg: ModelConfig, *,
+                   dropout_key: Array | None = None, word_key: Array | None = None,
+                   word_keep_rate: float | Array = 1.0) -> Array:
+  """Decoder hidden states under teacher forcing: [b,t-1,h] (position k predicts tokens[:, k+1]).
+
+  The decoder reads `<sos> w_1 … w_n`; with `word_key`, each real input after <sos> is replaced by
+  <unk> with probability 1 − word_keep_rate (word dropout, seed 001 §3.2; 0 = inputless decoder).
   """
   inputs = tokens[:, :-1]
   mask = nn.sequence_mask(lengths - 1, inputs.shape[1])
+  if word_key is not None:
+    inputs = nn.word_dropout(word_key, inputs, mask, word_keep_rate, unk_id=vocab_lib.UNK_ID)
   x = _embed_dropped(params, inputs, cfg, dropout_key)
-  z_steps = jnp.broadcast_to(z[:, None, :], x.shape[:2] + z.shape[-1:])
-  h0 = nn.dense(params["z_to_h0"], z)
-  hidden, _ = nn.gru(params["decoder"], jnp.concatenate([x, z_steps], -1), mask, h0=h0)
+  code = decoder_code(params, z)
+  if cfg.concat_z:
+    x = jnp.concatenate([x, jnp.broadcast_to(code[:, None, :], x.shape[:2] + code.shape[-1:])],
+                        axis=-1)
+  hidden, _ = nn.rnn(params["decoder"], cfg.cell, x, mask,
+                     h0=decoder_initial_state(params, code, cfg))
+  return hidden
+
+
+def output_logits(params: Params, hidden: Array, cfg: ModelConfig | None = None,
+                  dropout_key: Array | None = None) -> Array:
+  """Logits of the next token from decoder states: [..., h] → [..., v].
+
+  With `dropout_key` (training) the states first go through `cfg.output_dropout`.
+  """
+  if dropout_key is not None and cfg is not None and cfg.output_dropout > 0:
+    hidden = nn.dropout(jax.random.fold_in(dropout_key, 1), hidden, cfg.output_dropout,
+                        deterministic=False)
   return nn.dense(params["out"], hidden)
+
+
+def decoder_logits(params: Params, z: Array, tokens: Array, lengths: Array, cfg: ModelConfig,
+                   **kwargs) -> Array:
+  """Logits of p(x^k | x^{<k}, z) for k = 1..t-1 (seed 000 Eq. 1): [b,t-1,v]."""
+  hidden = decoder_hidden(params, z, tokens, lengths, cfg, **kwargs)
+  return output_logits(params, hidden, cfg, kwargs.get("dropout_key"))
 
 
 def token_log_likelihoods(logits: Array, tokens: Array, lengths: Array) -> Array:
@@ -131,17 +265,41 @@ def token_log_likelihoods(logits: Array, tokens: Array, lengths: Array) -> Array
   return jnp.where(nn.sequence_mask(lengths - 1, targets.shape[1]), picked, 0.0)
 
 
-def sentence_log_likelihood(params: Params, z: Array, tokens: Array, lengths: Array,
-                            cfg: ModelConfig, *, dropout_key: Array | None = None,
-                            include_eos: bool = True) -> Array:
-  """log p(x|z) = Σ_k log p(x^k | x^{<k}, z) per sentence: [b] (seed 000 Eq. 1-2).
-
-  With include_eos=False the final <eos> term is left out (for PPL without <eos>, seed 000 §4.3).
-  """
-  logits = decoder_logits(params, z, tokens, lengths, cfg, dropout_key=dropout_key)
-  per_token = token_log_likelihoods(logits, tokens, lengths)
+def _sum_tokens(per_token: Array, lengths: Array, include_eos: bool) -> Array:
   if not include_eos:
     eos_position = lengths - 2                              # index of <eos> among the targets
     per_token = jnp.where(jnp.arange(per_token.shape[1])[None] == eos_position[:, None],
                           0.0, per_token)
   return per_token.sum(axis=1)
+
+
+def sentence_log_likelihood(params: Params, z: Array, tokens: Array, lengths: Array,
+                            cfg: ModelConfig, *, include_eos: bool = True, **kwargs) -> Array:
+  """log p(x|z) = Σ_k log p(x^k | x^{<k}, z) per sentence: [b] (seed 000 Eq. 1-2).
+
+  With include_eos=False the final <eos> term is left out (PPL without <eos>, seed 000 §4.3).
+  Keyword arguments (dropout and word dropout) go to `decoder_hidden`.
+  """
+  logits = decoder_logits(params, z, tokens, lengths, cfg, **kwargs)
+  return _sum_tokens(token_log_likelihoods(logits, tokens, lengths), lengths, include_eos)
+
+
+def multi_sample_log_likelihood(params: Params, zs: Array, tokens: Array, lengths: Array,
+                                cfg: ModelConfig, *, average: str = "loss",
+                                include_eos: bool = True, **kwargs) -> Array:
+  """Reconstruction from k latent samples per sentence (seed 003): zs [k,b,d] → [b].
+
+  average="loss": (1/k) Σ_j log p(x|z_j) (seed 003 Eq. 3).
+  average="hidden": log p(x | h̄) with h̄_t = (1/k) Σ_j h_t(z_j), the decoder states averaged
+  before the softmax at every step (seed 003 Eq. 7-8, LSTM-VAE-AVG). With k = 1 both equal
+  `sentence_log_likelihood`. The k decoders share dropout masks; vectorised with vmap.
+  """
+  if average == "loss":
+    per_sample = jax.vmap(lambda z: sentence_log_likelihood(
+        params, z, tokens, lengths, cfg, include_eos=include_eos, **kwargs))(zs)
+    return per_sample.mean(axis=0)
+  if average == "hidden":
+    hidden = jax.vmap(lambda z: decoder_hidden(params, z, tokens, lengths, cfg, **kwargs))(zs)
+    logits = output_logits(params, hidden.mean(axis=0), cfg, kwargs.get("dropout_key"))
+    return _sum_tokens(token_log_likelihoods(logits, tokens, lengths), lengths, include_eos)
+  raise ValueError(f"average must be 'loss' or 'hidden', got {average!r}")

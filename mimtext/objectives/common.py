@@ -1,33 +1,49 @@
-"""What every objective shares: its configuration, batch averaging, and the posterior metrics.
+"""What every objective shares: its configuration, randomness, reconstruction, batch averages.
 
 Every objective is `loss(params, batch, *, key, step, cfg, deterministic=False) -> (loss, metrics)`
 where `batch` holds `tokens` [b,t], `lengths` [b] and `valid` [b] (0 for filler rows), and the loss
 is a plain mean over the valid sentences of the (global) batch: under `jax.jit` over a mesh XLA
 inserts the all-reduce. `metrics["criterion"]` is what validation tracks (LR plateau schedule, best
-checkpoint); `deterministic=True` switches dropout off (evaluation).
+checkpoint); `deterministic=True` switches dropout and word dropout off (evaluation).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from mimtext import distributions
+from mimtext import nn
 from mimtext.models import sentence_ae
 
 Array = jax.Array
 
 KL_SCHEDULES = ("constant", "linear", "logistic")
+WORD_KEEP_SCHEDULES = ("constant", "linear")
+SAMPLE_AVERAGES = ("loss", "hidden")
 
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-  """An objective (`name`) over a model, with the KL weight schedule of the VAE family.
+  """An objective (`name`) over a model, with the knobs the literature uses against collapse.
 
   kl_schedule: "constant" (β = kl_weight), "linear" (β rises from 0 to kl_weight over
-  kl_anneal_steps), "logistic" (β = kl_weight / (1 + exp(−k (step − x0))), Bowman et al. §3.1).
+    kl_anneal_steps), "logistic" (β = kl_weight / (1 + exp(−k (step − x0))), seed 001 §3.1).
+  free_bits: per-dimension floor λ on the batch-averaged KL, Σ_d max(λ, KL_d) (Kingma et al. 2016);
+    0 = off.
+  num_samples / sample_average: L latent samples per sentence, averaging the L reconstruction terms
+    ("loss", seed 003 Eq. 3) or the L decoder states before the softmax ("hidden", Eq. 7-8).
+  word_keep_*: decoder word dropout (seed 001 §3.2): keep rate constant, or linear from
+    word_keep_start_rate at word_keep_start_step to word_keep_end_rate at word_keep_end_step
+    (seed 002 §5.4: keep 0 at step 2,000 → keep 1 at step 20,000).
+  l1_weight / l2_weight: penalties on the posterior mean (the L1 / L2 baselines of seed 004).
+  mi_weight, mi_max_len: λ and the generated length of the MI criterion (seed 002 Eq. 9).
+  psi, lam, prior_alpha, prior_beta, concrete_temperature, concrete_hard, spike_scale: HSVAE
+    (seed 004 Eq. 2; spike N(0, spike_scale²)); prior_gamma: MAT-VAE's prior spike probability.
+  mmd_weight, mmd_kernel: MAT-VAE's λ MMD(q(z), p(z)) (seed 004 appendix B).
   """
   model: sentence_ae.ModelConfig
   name: str = "mim"
@@ -36,12 +52,65 @@ class ObjectiveConfig:
   kl_anneal_steps: int = 10_000
   kl_logistic_k: float = 0.0025
   kl_logistic_x0: int = 2_500
+  free_bits: float = 0.0
+  num_samples: int = 1
+  sample_average: str = "loss"
+  word_keep_rate: float = 1.0
+  word_keep_schedule: str = "constant"
+  word_keep_start_rate: float = 0.0
+  word_keep_end_rate: float = 1.0
+  word_keep_start_step: int = 2_000
+  word_keep_end_step: int = 20_000
+  l1_weight: float = 0.0
+  l2_weight: float = 0.0
+  mi_weight: float = 1.0
+  mi_max_len: int = 40
+  psi: float = 1.0
+  lam: float = 1.0
+  prior_alpha: float = 1.0
+  prior_beta: float = 1.0
+  concrete_temperature: float = 0.5
+  concrete_hard: bool = True
+  spike_scale: float = 0.05
+  prior_gamma: float = 0.8
+  mmd_weight: float = 1.0
+  mmd_kernel: str = "imq"
 
   def __post_init__(self):
-    if self.kl_schedule not in KL_SCHEDULES:
-      raise ValueError(f"kl_schedule must be one of {KL_SCHEDULES}, got {self.kl_schedule!r}")
-    if self.kl_anneal_steps <= 0:
-      raise ValueError(f"kl_anneal_steps must be positive, got {self.kl_anneal_steps}")
+    for name, allowed in (("kl_schedule", KL_SCHEDULES),
+                          ("word_keep_schedule", WORD_KEEP_SCHEDULES),
+                          ("sample_average", SAMPLE_AVERAGES), ("mmd_kernel", ("imq", "rbf"))):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+    for name in ("kl_anneal_steps", "num_samples", "mi_max_len"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    if not 0.0 < self.prior_gamma < 1.0:
+      raise ValueError(f"prior_gamma must be in (0, 1), got {self.prior_gamma}")
+    for name in ("prior_alpha", "prior_beta", "concrete_temperature", "spike_scale"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    for name in ("word_keep_rate", "word_keep_start_rate", "word_keep_end_rate"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    if self.free_bits < 0:
+      raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
+
+
+class StepKeys(NamedTuple):
+  """Independent keys of one step; dropout keys are None when deterministic."""
+  encoder_dropout: Array | None
+  latent: Array
+  decoder_dropout: Array | None
+  word_dropout: Array | None
+  extra: Array
+
+
+def step_keys(key: Array, deterministic: bool) -> StepKeys:
+  enc, z, dec, word, extra = jax.random.split(key, 5)
+  if deterministic:
+    return StepKeys(None, z, None, None, extra)
+  return StepKeys(enc, z, dec, word, extra)
 
 
 def kl_weight(step: Array, cfg: ObjectiveConfig) -> Array:
@@ -54,6 +123,15 @@ def kl_weight(step: Array, cfg: ObjectiveConfig) -> Array:
   return jnp.asarray(cfg.kl_weight, jnp.float32)
 
 
+def word_keep(step: Array, cfg: ObjectiveConfig) -> float | Array:
+  """The decoder's word keep rate at `step` (a Python 1.0 when word dropout is off)."""
+  if cfg.word_keep_schedule == "linear":
+    return nn.word_keep_rate(step, start_rate=cfg.word_keep_start_rate,
+                             end_rate=cfg.word_keep_end_rate,
+                             start_step=cfg.word_keep_start_step, end_step=cfg.word_keep_end_step)
+  return cfg.word_keep_rate
+
+
 def batch_mean(values: Array, valid: Array) -> Array:
   """Mean of per-sentence values [b] over the valid rows (filler rows weigh 0)."""
   valid = valid.astype(jnp.float32)
@@ -63,6 +141,31 @@ def batch_mean(values: Array, valid: Array) -> Array:
 def num_target_tokens(batch) -> Array:
   """Target tokens of the valid rows, <eos> included (Σ (lengths − 1))."""
   return jnp.sum((batch["lengths"] - 1) * batch["valid"])
+
+
+def reconstruct(params, zs: Array, batch, cfg: ObjectiveConfig, keys: StepKeys, step) -> Array:
+  """log p(x|z) per sentence from k samples zs [k,b,d], averaged as cfg.sample_average: [b]."""
+  keep = word_keep(step, cfg)
+  word_key = None if (isinstance(keep, float) and keep == 1.0) else keys.word_dropout
+  if word_key is None:
+    keep = 1.0
+  return sentence_ae.multi_sample_log_likelihood(
+      params, zs, batch["tokens"], batch["lengths"], cfg.model, average=cfg.sample_average,
+      dropout_key=keys.decoder_dropout, word_key=word_key, word_keep_rate=keep)
+
+
+def gaussian_samples(key: Array, post: sentence_ae.Posterior, num: int) -> Array:
+  """num reparameterised samples of q(z|x): [k,b,d]."""
+  return distributions.normal_sample(key, post.mean, post.log_var, sample_shape=(num,))
+
+
+def kl_term(kl_per_dim: Array, valid: Array, free_bits: float) -> Array:
+  """Batch-mean KL; with free bits Σ_d max(λ, mean_b KL_d) (Kingma et al. 2016, Eq. in §C.8)."""
+  if free_bits <= 0:
+    return batch_mean(kl_per_dim.sum(-1), valid)
+  v = valid.astype(jnp.float32)[:, None]
+  per_dim = jnp.sum(kl_per_dim * v, axis=0) / jnp.maximum(jnp.sum(v), 1.0)
+  return jnp.sum(jnp.maximum(per_dim, free_bits))
 
 
 def reconstruction_metrics(log_px: Array, batch) -> dict[str, Array]:
@@ -77,7 +180,10 @@ def reconstruction_metrics(log_px: Array, batch) -> dict[str, Array]:
 
 def posterior_metrics(post: sentence_ae.Posterior, z: Array, batch,
                       cfg: sentence_ae.ModelConfig) -> dict[str, Array]:
-  """KL, log q(z|x), log N(z; 0, I), mean posterior σ and the fraction of dimensions at the floor."""
+  """KL, log q(z|x), log N(z; 0, I), mean posterior σ and the fraction of dimensions at the floor.
+
+  z: one sample per sentence [b,d].
+  """
   valid = batch["valid"]
   row_std = jnp.mean(jnp.exp(0.5 * post.log_var), axis=-1)
   row_floor = jnp.mean(
@@ -91,13 +197,6 @@ def posterior_metrics(post: sentence_ae.Posterior, z: Array, batch,
   }
 
 
-def split_key(key: Array, deterministic: bool):
-  """Keys for encoder dropout, the latent sample, and decoder dropout.
-
-  With `deterministic` (evaluation) the dropout keys are None, which switches dropout off; the
-  latent is still sampled.
-  """
-  enc_key, z_key, dec_key = jax.random.split(key, 3)
-  if deterministic:
-    return None, z_key, None
-  return enc_key, z_key, dec_key
+def encode(params, batch, cfg: ObjectiveConfig, keys: StepKeys) -> sentence_ae.Posterior:
+  return sentence_ae.encode(params, batch["tokens"], batch["lengths"], cfg.model,
+                            dropout_key=keys.encoder_dropout)

@@ -1,32 +1,48 @@
-"""Sentence-VAE negative ELBO with KL annealing (seed 001 §3.1; DESIGN §3).
+"""Sentence-VAE negative ELBO and its cures for posterior collapse (seeds 001, 003, 004; DESIGN §3).
 
-L = −(1/N) Σ_i [ log p(x_i|z_i) − β_t KL(q(z|x_i) ‖ N(0, I)) ],  z_i ~ q(z|x_i),
+L = −(1/N) Σ_i [ (1/L) Σ_l log p(x_i|z_il) − β_t KL(q(z|x_i) ‖ N(0, I)) ] + penalties,
 
-with the KL in closed form and β_t from `common.kl_weight` (constant, linear or logistic).
+with the KL in closed form, β_t from `common.kl_weight` (constant, linear or logistic annealing),
+optional free bits, L samples averaged in the loss or in the decoder states (seed 003), decoder word
+dropout (seed 001 §3.2, seed 002 §5.4), and optional L1 / L2 penalties on the posterior mean (the
+sparsity baselines of seed 004 §4): + l1 · mean_i ‖μ_i‖₁ + l2 · mean_i ‖μ_i‖₂².
 """
 
 from __future__ import annotations
 
-from mimtext import distributions
-from mimtext.models import sentence_ae
+import jax.numpy as jnp
+
 from mimtext.objectives import common
 
 
-def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic: bool = False):
-  """Annealed negative ELBO and metrics on a batch; see the module docstring."""
-  enc_key, z_key, dec_key = common.split_key(key, deterministic)
-  model = cfg.model
-  post = sentence_ae.encode(params, batch["tokens"], batch["lengths"], model, dropout_key=enc_key)
-  z = distributions.normal_sample(z_key, post.mean, post.log_var)
-  log_px = sentence_ae.sentence_log_likelihood(
-      params, z, batch["tokens"], batch["lengths"], model, dropout_key=dec_key)
-  kl = distributions.normal_kl_standard(post.mean, post.log_var)
+def vae_terms(params, batch, *, keys, step, cfg: common.ObjectiveConfig):
+  """The pieces of the (annealed) negative ELBO: (loss, metrics, posterior, z samples)."""
+  post = common.encode(params, batch, cfg, keys)
+  zs = common.gaussian_samples(keys.latent, post, cfg.num_samples)
+  log_px = common.reconstruct(params, zs, batch, cfg, keys, step)
+  kl_dims = 0.5 * (jnp.square(post.mean) + jnp.exp(post.log_var) - 1.0 - post.log_var)
+  kl = kl_dims.sum(-1)
   beta = common.kl_weight(step, cfg)
-  value = common.batch_mean(-log_px + beta * kl, batch["valid"])
+  value = common.batch_mean(-log_px, batch["valid"]) + beta * common.kl_term(
+      kl_dims, batch["valid"], cfg.free_bits)
+  if cfg.l1_weight:
+    value += cfg.l1_weight * common.batch_mean(jnp.abs(post.mean).sum(-1), batch["valid"])
+  if cfg.l2_weight:
+    value += cfg.l2_weight * common.batch_mean(jnp.square(post.mean).sum(-1), batch["valid"])
   neg_elbo = common.batch_mean(kl - log_px, batch["valid"])
   # The criterion for validation (LR schedule, best checkpoint) is the unannealed −ELBO, so that
   # it does not improve merely because β_t is still small.
   metrics = {"loss": value, "criterion": neg_elbo, "kl_weight": beta, "neg_elbo": neg_elbo,
+             "word_keep": jnp.asarray(common.word_keep(step, cfg), jnp.float32),
              **common.reconstruction_metrics(log_px, batch),
-             **common.posterior_metrics(post, z, batch, model)}
+             **common.posterior_metrics(post, zs[0], batch, cfg.model)}
+  return value, metrics, post, zs
+
+
+def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic: bool = False):
+  """Annealed negative ELBO and metrics on a batch; see the module docstring."""
+  value, metrics, _, _ = vae_terms(params, batch, keys=common.step_keys(key, deterministic),
+                                   step=step, cfg=cfg)
   return value, metrics
+
+
