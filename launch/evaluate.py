@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 
 from launch import common
+from launch.configs import base
 
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import train as train_lib
@@ -46,7 +47,7 @@ def main(argv):
   if _BATCH.value <= 0 or _MAX_SENTENCES.value < 0:
     raise app.UsageError("--batch_size must be positive and --max_sentences >= 0")
   try:
-    run = runner.load_run(_WORKDIR.value, step)
+    run = runner.load_run(_WORKDIR.value, step, defaults=base.get_config())
   except (FileNotFoundError, checkpoint_lib.CheckpointError) as e:
     raise app.UsageError(str(e)) from None
   if _DATA_DIR.value:

@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from launch.configs import base
 from mimtext import train as train_lib
 from mimtext.evaluation import generation
 from mimtext.evaluation import runner
@@ -32,7 +33,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
   step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
-  run = runner.load_run(_WORKDIR.value, step)
+  run = runner.load_run(_WORKDIR.value, step, defaults=base.get_config())
   prior_std = _PRIOR_STD.value
   if prior_std is None:
     prior_std = 0.1 if run.config.objective.name == "mim" else 1.0

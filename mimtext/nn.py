@@ -214,39 +214,33 @@ def reverse_padded(x: Array, lengths: Array) -> Array:
 # ----------------------------------------------------------------------------------------------
 
 
-def init_gru(key: Array, in_dim: int, hidden_dim: int) -> Params:
-  """Initialises a GRU with PyTorch's default, every entry ~ U(−1/√h, 1/√h).
+def _init_gated(key: Array, in_dim: int, hidden_dim: int, gates: int) -> Params:
+  """A gated recurrent layer's weights, PyTorch's default init: every entry ~ U(−1/√h, 1/√h).
 
-  Args:
-    key: PRNG key.
-    in_dim: e.
-    hidden_dim: h.
-
-  Returns:
-    ``{"w_i": [e, 3h], "w_h": [h, 3h], "b_i": [3h], "b_h": [3h]}``, gate order r, z, n.
+  Returns ``{"w_i": [e, gates·h], "w_h": [h, gates·h], "b_i": [gates·h], "b_h": [gates·h]}``.
   """
   bound = 1.0 / math.sqrt(hidden_dim)
   k_wi, k_wh, k_bi, k_bh = jax.random.split(key, 4)
   u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -bound, bound)
   return {
-      "w_i": u(k_wi, (in_dim, 3 * hidden_dim)),
-      "w_h": u(k_wh, (hidden_dim, 3 * hidden_dim)),
-      "b_i": u(k_bi, (3 * hidden_dim,)),
-      "b_h": u(k_bh, (3 * hidden_dim,)),
+      "w_i": u(k_wi, (in_dim, gates * hidden_dim)),
+      "w_h": u(k_wh, (hidden_dim, gates * hidden_dim)),
+      "b_i": u(k_bi, (gates * hidden_dim,)),
+      "b_h": u(k_bh, (gates * hidden_dim,)),
   }
 
 
-def gru_input_projection(params: Params, x: Array) -> Array:
-  """Input-to-hidden projection of every step at once: x_proj = x W_i + b_i.
-
-  Args:
-    params: GRU params.
-    x: ``[..., e]`` (e.g. ``[b, t, e]``).
-
-  Returns:
-    ``[..., 3h]``.
-  """
+def _input_projection(params: Params, x: Array) -> Array:
+  """Input-to-hidden projection of every step at once: x W_i + b_i, ``[..., e] -> [..., gates·h]``."""
   return x @ params["w_i"] + params["b_i"]
+
+
+def init_gru(key: Array, in_dim: int, hidden_dim: int) -> Params:
+  """A GRU: ``{"w_i": [e, 3h], "w_h": [h, 3h], "b_i": [3h], "b_h": [3h]}``, gate order r, z, n."""
+  return _init_gated(key, in_dim, hidden_dim, 3)
+
+
+gru_input_projection = _input_projection  # [..., e] -> [..., 3h]
 
 
 def gru_cell(params: Params, x_proj: Array, h: Array) -> Array:
@@ -359,38 +353,11 @@ LstmState = tuple[Array, Array]
 
 
 def init_lstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
-  """Initialises an LSTM with PyTorch's default, every entry ~ U(−1/√h, 1/√h).
-
-  Args:
-    key: PRNG key.
-    in_dim: e.
-    hidden_dim: h.
-
-  Returns:
-    ``{"w_i": [e, 4h], "w_h": [h, 4h], "b_i": [4h], "b_h": [4h]}``, gate order i, f, g, o.
-  """
-  bound = 1.0 / math.sqrt(hidden_dim)
-  k_wi, k_wh, k_bi, k_bh = jax.random.split(key, 4)
-  u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -bound, bound)
-  return {
-      "w_i": u(k_wi, (in_dim, 4 * hidden_dim)),
-      "w_h": u(k_wh, (hidden_dim, 4 * hidden_dim)),
-      "b_i": u(k_bi, (4 * hidden_dim,)),
-      "b_h": u(k_bh, (4 * hidden_dim,)),
-  }
+  """An LSTM: ``{"w_i": [e, 4h], "w_h": [h, 4h], "b_i": [4h], "b_h": [4h]}``, gate order i, f, g, o."""
+  return _init_gated(key, in_dim, hidden_dim, 4)
 
 
-def lstm_input_projection(params: Params, x: Array) -> Array:
-  """Input-to-hidden projection of every step at once: x_proj = x W_i + b_i.
-
-  Args:
-    params: LSTM params.
-    x: ``[..., e]`` (e.g. ``[b, t, e]``).
-
-  Returns:
-    ``[..., 4h]``.
-  """
-  return x @ params["w_i"] + params["b_i"]
+lstm_input_projection = _input_projection  # [..., e] -> [..., 4h]
 
 
 def lstm_cell(params: Params, x_proj: Array, state: LstmState) -> LstmState:

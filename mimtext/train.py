@@ -426,7 +426,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   step = int(state.step)
   planned = total_steps(config, train_pipe.num_batches)
   window, window_tokens, window_start = [], 0, time.perf_counter()
-  run_start, run_start_step = time.perf_counter(), step
+  run_start, run_start_step, compiled = time.perf_counter(), step, False
   last_valid: dict[str, float] = {}
 
   def save(metrics: dict[str, float]):
@@ -476,6 +476,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state, metrics = train_step(state, shard_batch(batch, mesh), key)
       step += 1
       window.append(metrics)
+      if not compiled:
+        # The first step compiles: leave it out of the throughput and ETA clocks.
+        jax.block_until_ready(metrics)
+        window_tokens, window_start = 0, time.perf_counter()
+        run_start, run_start_step, compiled = window_start, step, True
       if step % config.log_every_steps == 0:
         flush_window()
       if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
@@ -578,6 +583,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     fail("optimizer.plateau_factor", "must be in (0, 1]")
   if config.data.data_dir and not os.path.isdir(config.data.data_dir):
     fail("data.data_dir", "is not a directory")
+
+
+def merge_config(defaults: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
+  """`saved` (a run's config.json) laid over `defaults`, so a run saved before a field existed
+  gets that field's default."""
+  merged = ml_collections.ConfigDict(defaults.to_dict())
+  with merged.unlocked():
+    def lay(target, values):
+      for key, value in values.items():
+        if isinstance(value, dict) and key in target and isinstance(target[key],
+                                                                   ml_collections.ConfigDict):
+          lay(target[key], value)
+        else:
+          target[key] = value
+    lay(merged, saved)
+  return merged
 
 
 def field_exists(config, field: str) -> bool:

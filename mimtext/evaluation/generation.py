@@ -54,6 +54,7 @@ def reconstructions(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocab
   sigma = jnp.exp(0.5 * post.log_var)
   z_perturbed = z_sample + perturb_scale * sigma * jax.random.normal(k_perturb, sigma.shape)
   decoded = {tag: _texts(decoding.greedy_decode(params, z, cfg, max_len=max_len)[0], vocab)
-             for tag, z in (("M", post.mean), ("R", z_sample), ("P", z_perturbed))}
+             for tag, z in (("M", sentence_ae.posterior_code(post)), ("R", z_sample),
+                            ("P", z_perturbed))}
   data = [" ".join(vocab.decode(x)) for x in examples]
   return [{"D": d, **{tag: decoded[tag][i] for tag in decoded}} for i, d in enumerate(data)]

@@ -12,15 +12,16 @@ from mimtext.models import decoding
 from mimtext.models import sentence_ae
 
 
-_posterior_mean = jax.jit(
-    lambda params, tokens, lengths, cfg: sentence_ae.encode(params, tokens, lengths, cfg).mean,
+_posterior_code = jax.jit(
+    lambda params, tokens, lengths, cfg: sentence_ae.posterior_code(
+        sentence_ae.encode(params, tokens, lengths, cfg)),
     static_argnames=("cfg",))
 
 
 def reconstruct_batch(params, batch, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabulary,
                       *, max_len: int) -> list[str]:
   """Greedy decodes of z = E_q[z|x] for the valid rows of a batch, as space-joined words."""
-  z = _posterior_mean(params, batch["tokens"], batch["lengths"], cfg)
+  z = _posterior_code(params, batch["tokens"], batch["lengths"], cfg)
   ids, _ = decoding.greedy_decode(params, z, cfg, max_len=max_len)
   ids = jax.device_get(ids)
   return [" ".join(vocab.decode(row)) for row, ok in zip(ids, batch["valid"]) if ok > 0]

@@ -35,12 +35,22 @@ class Run:
   params: Any
   step: int
 
+  @property
+  def obj_cfg(self):
+    return train_lib.objective_config(self.config, self.model_cfg)
 
-def load_run(workdir: str, step: str | int = "best") -> Run:
-  """Restores the config, vocabulary and parameters of `workdir` at `step` (best|latest|N)."""
+
+def load_run(workdir: str, step: str | int = "best",
+             defaults: ml_collections.ConfigDict | None = None) -> Run:
+  """Restores the config, vocabulary and parameters of `workdir` at `step` (best|latest|N).
+
+  `defaults` (the launch layer's base config) fills fields that the saved config predates.
+  """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"--workdir={workdir} does not exist")
-  config = ml_collections.ConfigDict(checkpoint_lib.load_json(workdir, "config.json"))
+  saved = checkpoint_lib.load_json(workdir, "config.json")
+  config = (train_lib.merge_config(defaults, saved) if defaults is not None
+            else ml_collections.ConfigDict(saved))
   vocab = vocab_lib.Vocabulary.load(os.path.join(workdir, "vocab.txt"))
   model_cfg = train_lib.model_config(config, vocab.size)
   template = jax.eval_shape(lambda: sentence_ae.init_params(jax.random.PRNGKey(0), model_cfg))
@@ -70,7 +80,7 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
                         leave=False)
   for i, batch in enumerate(batches):
     out = jax.device_get(bounds.sentence_terms(run.params, batch, jax.random.fold_in(key, i),
-                                               run.model_cfg, num_z_samples))
+                                               run.obj_cfg, num_z_samples))
     rows = batch["valid"] > 0
     index = batch["index"][rows]
     for name, value in out.items():
@@ -87,6 +97,7 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
   report.update({
       "bleu1": bleu, "bleu_signature": signature, "num_z_samples": num_z_samples,
       "active_units": bounds.active_units(terms["mean"]),
+      "average_hoyer": bounds.average_hoyer(terms["mean"]),
       "latent_dim": run.model_cfg.latent_dim,
       "post_std": float(np.mean(np.exp(0.5 * terms["log_var"]))),
       "frac_at_floor": float(np.mean(terms["log_var"] <= run.model_cfg.log_var_floor + 1e-3))
@@ -113,6 +124,11 @@ def true_entropy(log_probs: np.ndarray, num_words: np.ndarray) -> dict[str, floa
   return out
 
 
+def _ppl(value: float) -> str:
+  """A perplexity in a 12-wide column: fixed point, or scientific when it is huge."""
+  return f"{value:>12.3f}" if value < 1e7 else f"{value:>12.3e}"
+
+
 def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   """A plain-text table of the report, with the N and token counts the bounds depend on."""
   lines = [f"{corpus} / {split}: N = {int(report['N'])} sentences, "
@@ -120,21 +136,22 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
            f"({int(report['num_tokens_no_eos'])} without); step {report['step']}; "
            f"{report['num_z_samples']} z samples per sentence",
            "",
-           f"{'bound':<12}{'NLL/sent':>11}{'PPL +eos':>11}{'NLL -eos':>11}{'PPL -eos':>11}"]
+           f"{'bound':<12}{'NLL/sent':>11}{'PPL +eos':>12}{'NLL -eos':>11}{'PPL -eos':>12}"]
   rows = [("ELBO", "elbo"), ("IW", "iw"), ("MELBO", "melbo")]
   if "true_nll" in report:
     rows.append(("true H[p]", "true"))
   for label, name in rows:
     if name == "true":
-      lines.append(f"{label:<12}{report['true_nll']:>11.3f}{report['true_ppl']:>11.3f}"
-                   f"{'':>11}{report['true_ppl_no_eos']:>11.3f}")
+      lines.append(f"{label:<12}{report['true_nll']:>11.3f}{_ppl(report['true_ppl'])}"
+                   f"{'':>11}{_ppl(report['true_ppl_no_eos'])}")
       continue
-    lines.append(f"{label:<12}{report[name + '_nll']:>11.3f}{report[name + '_ppl']:>11.3f}"
-                 f"{report[name + '_nll_no_eos']:>11.3f}{report[name + '_ppl_no_eos']:>11.3f}")
+    lines.append(f"{label:<12}{report[name + '_nll']:>11.3f}{_ppl(report[name + '_ppl'])}"
+                 f"{report[name + '_nll_no_eos']:>11.3f}{_ppl(report[name + '_ppl_no_eos'])}")
   lines += [
       "",
       f"reconstruction −E log p(x|z): {report['rec']:.3f} nats/sentence; "
-      f"KL(q‖N(0,I)): {report['kl']:.3f}",
+      f"KL(q‖p): {report['kl']:.3f}",
+      f"average Hoyer sparsity of the codes: {report['average_hoyer']:.4f}",
       f"active units: {report['active_units']}/{report['latent_dim']}; mean posterior σ "
       f"{report['post_std']:.4g}; fraction of dimensions at the log-variance floor "
       f"{100 * report['frac_at_floor']:.1f}%",

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from mimtext import distributions
 from mimtext import nn
+from mimtext import sparse_distributions
 from mimtext.data import vocab as vocab_lib
 
 Params = dict
@@ -196,6 +197,14 @@ def encode(params: Params, tokens: Array, lengths: Array, cfg: ModelConfig, *,
     b = floor + jax.nn.softplus(nn.dense(params["to_beta_b"], summary))
     return Posterior(mean, log_var, raw_log_var, a, b)
   return Posterior(mean, log_var, raw_log_var)
+
+
+def posterior_code(post: Posterior) -> Array:
+  """The deterministic code of a sentence: E_q[z] = μ, or (1 − E_q[γ]) μ for HSVAE: [b,d]."""
+  if post.beta_a is None:
+    return post.mean
+  return sparse_distributions.spike_slab_mean(
+      sparse_distributions.beta_log_mean(post.beta_a, post.beta_b)[1], post.mean)
 
 
 # ----------------------------------------------------------------------------- decoder
