@@ -15,7 +15,7 @@ from launch import common
 from launch.configs import base
 
 from mimtext import checkpoint as checkpoint_lib
-from mimtext import train as train_lib
+from mimtext import experiment
 from mimtext.evaluation import runner
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.", required=True)
@@ -53,7 +53,7 @@ def main(argv):
   if _DATA_DIR.value:
     with run.config.unlocked():
       run.config.data.data_dir = _DATA_DIR.value
-  corpus = train_lib.load_corpus(run.config, run.vocab)
+  corpus = experiment.load_corpus(run.config, run.vocab)
   if _SPLIT.value not in corpus.splits:
     raise app.UsageError(f"--split={_SPLIT.value!r}: the corpus has {sorted(corpus.splits)}")
   split = corpus.splits[_SPLIT.value]

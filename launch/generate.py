@@ -14,7 +14,7 @@ from absl import logging
 import jax
 
 from launch.configs import base
-from mimtext import train as train_lib
+from mimtext import experiment
 from mimtext.evaluation import generation
 from mimtext.evaluation import runner
 
@@ -43,7 +43,7 @@ def main(argv):
                                        num=_NUM_SAMPLES.value, std=prior_std,
                                        max_len=_MAX_LEN.value):
     print(f"  {text}")
-  corpus = train_lib.load_corpus(run.config, run.vocab)
+  corpus = experiment.load_corpus(run.config, run.vocab)
   split = corpus.splits[_SPLIT.value].head(_NUM_RECON.value)
   print(f"\nreconstructions of {_SPLIT.value} sentences (D data, M mean, R sample, P perturbed):")
   rows = generation.reconstructions(run.params, run.model_cfg, run.vocab, split.ids,

@@ -17,6 +17,7 @@ import jax
 from ml_collections import config_flags
 
 from launch.configs import base
+from mimtext import experiment
 from mimtext import train as train_lib
 
 _CONFIG = config_flags.DEFINE_config_dict(
@@ -47,7 +48,7 @@ def config_from_flags():
         for part in parents:
           target = target[part]
         target[leaf] = flag.value
-  train_lib.validate_config(config)
+  experiment.validate_config(config)
   return config
 
 

@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import pytest
 
+from mimtext import experiment
 from mimtext import train as train_lib
 
 
@@ -68,8 +69,8 @@ def test_every_flagfile_parses_documents_itself_and_takes_a_step_on_4_devices(fl
     assert f"python -m launch.train --flagfile=launch/configs/{name}" in f.read()
 
   config = _toy(config_json)
-  train_lib.validate_config(config)
-  corpus = train_lib.load_corpus(config)
+  experiment.validate_config(config)
+  corpus = experiment.load_corpus(config)
   exp = train_lib.build_experiment(config, corpus.vocab.size)
   assert exp.mesh.devices.size == 4
   pipe = train_lib.make_pipeline(corpus.splits["train"], config, train=True, seed=0)

@@ -1,7 +1,6 @@
 """The sentence autoencoder and its objectives against an independent numpy implementation."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -1,7 +1,6 @@
 """The notebooks run top to bottom (their code cells, in order, at a few training steps)."""
 
 import json
-import os
 import pathlib
 
 import matplotlib

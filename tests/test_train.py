@@ -8,6 +8,7 @@ import pytest
 
 from launch.configs import base
 from mimtext import objectives
+from mimtext import experiment
 from mimtext import train as train_lib
 from mimtext.models import sentence_ae
 
@@ -130,7 +131,7 @@ def test_invalid_config_values_name_their_flag(field, value, message):
     target = target[part]
   target[leaf] = value
   with pytest.raises(ValueError, match=r"--config\." + message.replace(".", r"\.")):
-    train_lib.validate_config(config)
+    experiment.validate_config(config)
 
 
 def test_resume_refuses_another_model():
@@ -138,5 +139,5 @@ def test_resume_refuses_another_model():
   saved = config.to_dict()
   config.model.latent_dim = 16
   with pytest.raises(ValueError, match="model"):
-    train_lib.check_resumable_config(config, saved, "/some/dir")
-  train_lib.check_resumable_config(ml_collections.ConfigDict(saved), saved, "/some/dir")
+    experiment.check_resumable_config(config, saved, "/some/dir")
+  experiment.check_resumable_config(ml_collections.ConfigDict(saved), saved, "/some/dir")

@@ -16,7 +16,7 @@ import numpy as np
 import tqdm
 
 from mimtext import checkpoint as checkpoint_lib
-from mimtext import train as train_lib
+from mimtext import experiment
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
@@ -37,7 +37,7 @@ class Run:
 
   @property
   def obj_cfg(self):
-    return train_lib.objective_config(self.config, self.model_cfg)
+    return experiment.objective_config(self.config, self.model_cfg)
 
 
 def load_run(workdir: str, step: str | int = "best",
@@ -49,10 +49,10 @@ def load_run(workdir: str, step: str | int = "best",
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"--workdir={workdir} does not exist")
   saved = checkpoint_lib.load_json(workdir, "config.json")
-  config = (train_lib.merge_config(defaults, saved) if defaults is not None
+  config = (experiment.merge_config(defaults, saved) if defaults is not None
             else ml_collections.ConfigDict(saved))
   vocab = vocab_lib.Vocabulary.load(os.path.join(workdir, "vocab.txt"))
-  model_cfg = train_lib.model_config(config, vocab.size)
+  model_cfg = experiment.model_config(config, vocab.size)
   template = jax.eval_shape(lambda: sentence_ae.init_params(jax.random.PRNGKey(0), model_cfg))
   ckpt = checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion")
   restored = ckpt.restore(step, params_template=template)
