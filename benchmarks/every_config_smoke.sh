@@ -13,7 +13,7 @@ for flagfile in launch/configs/*.flags; do
   work="$out/$name"
   status=ok
   python -m launch.train --flagfile="$flagfile" --workdir="$work" --max_steps="$steps" \
-      --config.eval_batch_size=20 > "$work.train.log" 2>&1 || status="train failed"
+      --config.eval_batch_size=20 --config.eval.max_valid_sentences=40 > "$work.train.log" 2>&1 || status="train failed"
   if [ "$status" = ok ]; then
     python -m launch.evaluate --workdir="$work" --step=latest --split=valid --max_sentences=40 \
         --num_z_samples=2 --batch_size=20 > "$work.eval.txt" 2> "$work.eval.log" \

@@ -118,7 +118,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config_value(config, field) <= 0:
       fail(field, "must be positive")
   for field in ("max_steps", "max_epochs", "max_minutes", "checkpoint_every_steps", "num_devices",
-                "data.max_len", "data.max_vocab", "data.bucket_batches"):
+                "data.max_len", "data.max_vocab", "data.bucket_batches",
+                "eval.max_valid_sentences"):
     if config_value(config, field) < 0:
       fail(field, "must be >= 0 (0 means no limit / default)")
   if not (config.max_steps or config.max_epochs or config.max_minutes):

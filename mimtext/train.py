@@ -335,7 +335,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                corpus.name, {k: len(s.ids) for k, s in corpus.splits.items()})
 
   train_pipe = make_pipeline(corpus.splits["train"], config, train=True, seed=config.seed)
-  valid_pipe = make_pipeline(corpus.splits["valid"], config, train=False, seed=config.seed)
+  valid_split = corpus.splits["valid"]
+  if config.eval.max_valid_sentences:
+    valid_split = valid_split.head(config.eval.max_valid_sentences)
+  valid_pipe = make_pipeline(valid_split, config, train=False, seed=config.seed)
   plateau = PlateauSchedule(opt.plateau_factor, opt.plateau_patience)
   epoch, data_iter = 0, None
   if resuming:

@@ -105,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.num_z_samples = 10    # z samples per sentence for the MELBO / importance-weighted bounds
   c.eval.max_decode_len = 0    # 0 = longest sentence of the split + 5
+  c.eval.max_valid_sentences = 0  # validate during training on the first N sentences (0 = all)
   return c
 
 
