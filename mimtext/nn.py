@@ -32,7 +32,7 @@ input-major, ``w_i: [e, 4h]``, ``w_h: [h, 4h]``, two biases ``b_i``, ``b_h``)::
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -263,6 +263,37 @@ def gru_cell(params: Params, x_proj: Array, h: Array) -> Array:
   return (1.0 - z) * n + z * h
 
 
+def _masked_scan(cell: Callable, params: Params, x: Array, mask: Array, state0, reverse: bool):
+  """The masked, optionally per-row-reversed recurrence shared by ``gru`` and ``lstm``.
+
+  ``cell(params, x_proj_t, state) -> state`` where state is h [b,h] or the tuple (h, c); the input
+  projection of every step is one matmul here, outside the scan (only h W_h runs inside). Padded
+  steps keep the state and output zeros. Returns (outputs [b,t,h], last state).
+  """
+  mask = mask.astype(bool)
+  lengths = jnp.sum(mask, axis=1)
+  if reverse:
+    x = reverse_padded(x, lengths)
+  x_proj = _input_projection(params, x)                 # [b, t, gates·h], hoisted out of the scan
+  if state0 is None:
+    h = jnp.zeros((x.shape[0], params["w_h"].shape[0]), x_proj.dtype)
+    state0 = h if cell is gru_cell else (h, h)
+
+  def step(state, inputs):
+    xp_t, m_t = inputs                                   # [b, gates·h], [b]
+    new = cell(params, xp_t, state)
+    keep = m_t[:, None]
+    state = jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, state)
+    h_new = new[0] if isinstance(new, tuple) else new
+    return state, jnp.where(keep, h_new, jnp.zeros_like(h_new))
+
+  last, outputs = jax.lax.scan(step, state0, (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1)))
+  outputs = jnp.swapaxes(outputs, 0, 1)                  # [b, t, h]
+  if reverse:
+    outputs = reverse_padded(outputs, lengths)
+  return outputs, last
+
+
 def gru(params: Params, x: Array, mask: Array, *, h0: Array | None = None,
         reverse: bool = False) -> tuple[Array, Array]:
   """Runs a masked GRU over a padded batch with ``jax.lax.scan``.
@@ -285,26 +316,7 @@ def gru(params: Params, x: Array, mask: Array, *, h0: Array | None = None,
     after the last token read (for ``reverse``, after the first token of the row), ``h0`` if the row
     has no real token.
   """
-  mask = mask.astype(bool)
-  hidden = params["w_h"].shape[0]
-  lengths = jnp.sum(mask, axis=1)
-  if reverse:
-    x = reverse_padded(x, lengths)
-  x_proj = gru_input_projection(params, x)  # [b, t, 3h], hoisted out of the scan.
-  if h0 is None:
-    h0 = jnp.zeros((x.shape[0], hidden), x_proj.dtype)
-
-  def step(h, inputs):
-    xp_t, m_t = inputs  # [b, 3h], [b]
-    h_new = gru_cell(params, xp_t, h)
-    m_t = m_t[:, None]
-    return jnp.where(m_t, h_new, h), jnp.where(m_t, h_new, jnp.zeros_like(h_new))
-
-  last, outputs = jax.lax.scan(step, h0, (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1)))
-  outputs = jnp.swapaxes(outputs, 0, 1)  # [b, t, h]
-  if reverse:
-    outputs = reverse_padded(outputs, lengths)
-  return outputs, last
+  return _masked_scan(gru_cell, params, x, mask, h0, reverse)
 
 
 def init_bigru(key: Array, in_dim: int, hidden_dim: int) -> Params:
@@ -410,30 +422,8 @@ def lstm(params: Params, x: Array, mask: Array, *, h0: Array | LstmState | None 
     positions; the last state is the one after the last token read (for ``reverse``, after the
     first token of the row), ``h0`` if the row has no real token.
   """
-  mask = mask.astype(bool)
-  hidden = params["w_h"].shape[0]
-  lengths = jnp.sum(mask, axis=1)
-  if reverse:
-    x = reverse_padded(x, lengths)
-  x_proj = lstm_input_projection(params, x)  # [b, t, 4h], hoisted out of the scan.
-  if h0 is None:
-    h0 = jnp.zeros((x.shape[0], hidden), x_proj.dtype)
-  state0 = _lstm_state(h0)
-
-  def step(state, inputs):
-    xp_t, m_t = inputs  # [b, 4h], [b]
-    h_new, c_new = lstm_cell(params, xp_t, state)
-    m_t = m_t[:, None]
-    h = jnp.where(m_t, h_new, state[0])
-    c = jnp.where(m_t, c_new, state[1])
-    return (h, c), jnp.where(m_t, h_new, jnp.zeros_like(h_new))
-
-  last, outputs = jax.lax.scan(step, state0,
-                               (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1)))
-  outputs = jnp.swapaxes(outputs, 0, 1)  # [b, t, h]
-  if reverse:
-    outputs = reverse_padded(outputs, lengths)
-  return outputs, last
+  h0 = None if h0 is None else _lstm_state(h0)
+  return _masked_scan(lstm_cell, params, x, mask, h0, reverse)
 
 
 def init_bilstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
