@@ -319,19 +319,15 @@ def gru(params: Params, x: Array, mask: Array, *, h0: Array | None = None,
   return _masked_scan(gru_cell, params, x, mask, h0, reverse)
 
 
-def init_bigru(key: Array, in_dim: int, hidden_dim: int) -> Params:
-  """Initialises a bidirectional GRU: two independent ``init_gru`` params.
-
-  Args:
-    key: PRNG key.
-    in_dim: e.
-    hidden_dim: h per direction.
-
-  Returns:
-    ``{"fwd": gru params, "bwd": gru params}``.
-  """
+def _init_bidirectional(init: Callable, key: Array, in_dim: int, hidden_dim: int) -> Params:
+  """``{"fwd": init(...), "bwd": init(...)}``: two independent directions of h units each."""
   k_f, k_b = jax.random.split(key)
-  return {"fwd": init_gru(k_f, in_dim, hidden_dim), "bwd": init_gru(k_b, in_dim, hidden_dim)}
+  return {"fwd": init(k_f, in_dim, hidden_dim), "bwd": init(k_b, in_dim, hidden_dim)}
+
+
+def init_bigru(key: Array, in_dim: int, hidden_dim: int) -> Params:
+  """A bidirectional GRU: ``{"fwd": gru params, "bwd": gru params}``, h units per direction."""
+  return _init_bidirectional(init_gru, key, in_dim, hidden_dim)
 
 
 def bigru(params: Params, x: Array, mask: Array, *,
@@ -427,18 +423,8 @@ def lstm(params: Params, x: Array, mask: Array, *, h0: Array | LstmState | None 
 
 
 def init_bilstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
-  """Initialises a bidirectional LSTM: two independent ``init_lstm`` params.
-
-  Args:
-    key: PRNG key.
-    in_dim: e.
-    hidden_dim: h per direction.
-
-  Returns:
-    ``{"fwd": lstm params, "bwd": lstm params}``.
-  """
-  k_f, k_b = jax.random.split(key)
-  return {"fwd": init_lstm(k_f, in_dim, hidden_dim), "bwd": init_lstm(k_b, in_dim, hidden_dim)}
+  """A bidirectional LSTM: ``{"fwd": lstm params, "bwd": lstm params}``, h units per direction."""
+  return _init_bidirectional(init_lstm, key, in_dim, hidden_dim)
 
 
 def bilstm(params: Params, x: Array, mask: Array, *,
