@@ -3,7 +3,8 @@ r"""Evaluates a checkpoint written by `launch.train`: NLL/PPL bounds, BLEU-1, re
   python -m launch.evaluate --workdir=W [--step=best|latest|N] [--split=test] [--num_z_samples=10]
 
 Restores the parameters only (no optimiser state), reads the run's saved config and vocabulary,
-prints a table and writes it as JSON to W/eval_SPLIT.json. Logic lives in `mimtext.evaluation`.
+prints a table and writes it as JSON to W/eval_SPLIT.json, and draws the training curves of
+metrics.jsonl into W/curves.png. Logic lives in `mimtext.evaluation`.
 """
 
 import os
@@ -16,6 +17,7 @@ from launch.configs import base
 
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
+from mimtext.evaluation import plots
 from mimtext.evaluation import runner
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.", required=True)
@@ -28,6 +30,7 @@ _MAX_SENTENCES = flags.DEFINE_integer(
     "max_sentences", 0, "Evaluate only the first N sentences of the split (0: all of them).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's data directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the z samples.")
+_PLOT = flags.DEFINE_bool("plot", True, "Also draw the run's training curves into W/curves.png.")
 
 
 def _step_arg(value: str):
@@ -68,6 +71,8 @@ def main(argv):
   path = os.path.join(run.workdir, f"eval_{_SPLIT.value}.json")
   checkpoint_lib.save_json(run.workdir, f"eval_{_SPLIT.value}.json", report)
   print(f"\nwrote {path}")
+  if _PLOT.value and os.path.exists(os.path.join(run.workdir, "metrics.jsonl")):
+    print(f"wrote {plots.plot_training_curves(run.workdir)}")
 
 
 if __name__ == "__main__":

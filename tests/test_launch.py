@@ -131,6 +131,8 @@ def test_evaluate_reads_the_checkpoint_and_writes_json(quickstart_run):
   # A bound on the NLL cannot be below the true entropy beyond noise; an untrained model is far above.
   assert report["elbo_nll"] > report["true_nll"] and report["iw_nll"] <= report["elbo_nll"] + 1e-3
   assert len(report["examples"]) == 5 and 0.0 <= report["bleu1"] <= 1.0
+  with open(os.path.join(workdir, "curves.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_generate_prints_samples(quickstart_run):
