@@ -197,3 +197,12 @@ def test_model_config_rejects_bad_values():
     sentence_ae.ModelConfig(vocab_size=5, floor_mode="hard")
   with pytest.raises(ValueError, match="latent_dim"):
     sentence_ae.ModelConfig(vocab_size=5, latent_dim=0)
+
+
+def test_wrong_shapes_name_themselves(params):
+  with pytest.raises(ValueError, match=r"tokens must be \[batch, time\]"):
+    sentence_ae.encode(params, TOKENS[0], LENGTHS, CFG)
+  with pytest.raises(ValueError, match="lengths must be"):
+    sentence_ae.encode(params, TOKENS, LENGTHS[:2], CFG)
+  with pytest.raises(ValueError, match="z must be"):
+    sentence_ae.sentence_log_likelihood(params, np.zeros((3, 7), np.float32), TOKENS, LENGTHS, CFG)

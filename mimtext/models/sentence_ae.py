@@ -144,6 +144,18 @@ def count_params(params: Params) -> int:
   return sum(x.size for x in jax.tree_util.tree_leaves(params))
 
 
+def check_batch(tokens: Array, lengths: Array, z: Array | None = None,
+                cfg: ModelConfig | None = None) -> None:
+  """Shape checks at trace time, so a wrong input names itself instead of failing deep inside."""
+  if jnp.ndim(tokens) != 2:
+    raise ValueError(f"tokens must be [batch, time] ids, got shape {jnp.shape(tokens)}")
+  if jnp.shape(lengths) != jnp.shape(tokens)[:1]:
+    raise ValueError(f"lengths must be [batch] = {jnp.shape(tokens)[:1]}, got {jnp.shape(lengths)}")
+  if z is not None and cfg is not None and jnp.shape(z) != (jnp.shape(tokens)[0], cfg.latent_dim):
+    raise ValueError(f"z must be [batch, latent_dim] = {(jnp.shape(tokens)[0], cfg.latent_dim)}, "
+                     f"got {jnp.shape(z)}")
+
+
 def _embed_dropped(params: Params, ids: Array, cfg: ModelConfig, key: Array | None) -> Array:
   x = nn.embed(params["embed"], ids)
   if key is None:
@@ -160,6 +172,7 @@ def encoder_summary(params: Params, tokens: Array, lengths: Array, cfg: ModelCon
 
   The encoder reads the words w_1 … w_n (neither <sos> nor <eos>).
   """
+  check_batch(tokens, lengths)
   words = tokens[:, 1:]
   mask = nn.sequence_mask(lengths - 2, words.shape[1])
   x = _embed_dropped(params, words, cfg, dropout_key)
@@ -230,6 +243,7 @@ def decoder_hidden(params: Params, z: Array, tokens: Array, lengths: Array, cfg:
   The decoder reads `<sos> w_1 … w_n`; with `word_key`, each real input after <sos> is replaced by
   <unk> with probability 1 − word_keep_rate (word dropout, seed 001 §3.2; 0 = inputless decoder).
   """
+  check_batch(tokens, lengths, z, cfg)
   inputs = tokens[:, :-1]
   mask = nn.sequence_mask(lengths - 1, inputs.shape[1])
   if word_key is not None:
