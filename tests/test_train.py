@@ -1,5 +1,7 @@
 """The jitted train step: learning, data parallelism, NaN safety, schedules, config checks."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -141,3 +143,15 @@ def test_resume_refuses_another_model():
   with pytest.raises(ValueError, match="model"):
     experiment.check_resumable_config(config, saved, "/some/dir")
   experiment.check_resumable_config(ml_collections.ConfigDict(saved), saved, "/some/dir")
+
+
+@pytest.mark.parametrize("block,cls,skip", [
+    ("model", sentence_ae.ModelConfig, {"vocab_size", "mi_head"}),
+    ("objective", objectives.ObjectiveConfig, {"model"}),
+])
+def test_base_config_documents_every_field_with_the_library_default(block, cls, skip):
+  config = base.get_config()[block]
+  fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name not in skip}
+  assert set(fields) == set(config.keys()), set(fields) ^ set(config.keys())
+  for name, default in fields.items():
+    assert config[name] == default, (name, config[name], default)
