@@ -192,7 +192,7 @@ def make_eval_step(loss_fn: LossFn, cfg, mesh: Mesh):
                  out_shardings=replicated)
 
 
-def evaluate_split(eval_step, params, pipeline: pipeline_lib.BatchPipeline, mesh: Mesh,
+def validation_metrics(eval_step, params, pipeline: pipeline_lib.BatchPipeline, mesh: Mesh,
                    key: Array) -> dict[str, float]:
   """Means of every metric over one pass of an unshuffled pipeline (no batch dropped)."""
   totals: dict[str, float] = {}
@@ -427,7 +427,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if epoch_done:
       epoch += 1
       data_iter = None
-    last_valid = evaluate_split(eval_step, state.params, valid_pipe, mesh, eval_key)
+    last_valid = validation_metrics(eval_step, state.params, valid_pipe, mesh, eval_key)
     if plateau.update(last_valid["criterion"]):
       new_lr = learning_rate(state.opt_state) * plateau.factor
       state = state._replace(opt_state=with_learning_rate(state.opt_state, new_lr))

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimtext import distributions
+from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
 from mimtext.models import decoding
 from mimtext.models import sentence_ae
@@ -31,15 +32,6 @@ def prior_samples(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabul
   return _texts(ids, vocab)
 
 
-def pad_batch(examples: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-  """Encoded sentences (each `<sos> … <eos>`) → tokens [b,t] padded with <pad>, lengths [b]."""
-  lengths = np.asarray([len(x) for x in examples], np.int32)
-  tokens = np.full((len(examples), int(lengths.max())), vocab_lib.PAD_ID, np.int32)
-  for i, x in enumerate(examples):
-    tokens[i, :len(x)] = x
-  return tokens, lengths
-
-
 def reconstructions(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabulary,
                     examples: Sequence[np.ndarray], key, *, max_len: int = 40,
                     perturb_scale: float = 10.0) -> list[dict[str, str]]:
@@ -47,8 +39,8 @@ def reconstructions(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocab
   a sample perturbed with noise of `perturb_scale` posterior standard deviations (P)."""
   if not len(examples):
     return []
-  tokens, lengths = pad_batch(examples)
-  post = _encode(params, jnp.asarray(tokens), jnp.asarray(lengths), cfg=cfg)
+  batch = pipeline_lib.make_batch(examples, np.arange(len(examples)), pad_multiple=1)
+  post = _encode(params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["lengths"]), cfg=cfg)
   k_sample, k_perturb = jax.random.split(key)
   z_sample = distributions.normal_sample(k_sample, post.mean, post.log_var)
   sigma = jnp.exp(0.5 * post.log_var)
