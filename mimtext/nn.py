@@ -574,9 +574,8 @@ def rnn_input_projection(params: Params, cell: str, x: Array) -> Array:
   Raises:
     ValueError: if ``cell`` is not in ``CELLS``.
   """
-  if _check_cell(cell) == "gru":
-    return gru_input_projection(params, x)
-  return lstm_input_projection(params, x)
+  _check_cell(cell)
+  return _input_projection(params, x)
 
 
 def rnn_initial_state(cell: str, h0: Array | LstmState) -> Array | LstmState:
