@@ -1,8 +1,11 @@
 r"""Evaluates a checkpoint written by `launch.train`: NLL/PPL bounds, BLEU-1, reconstructions.
 
   python -m launch.evaluate --workdir=W [--step=best|latest|N] [--split=test] [--num_z_samples=10]
+      [--iw_samples=500]
 
 Restores the parameters only (no optimiser state), reads the run's saved config and vocabulary,
+scores the model as it was trained (inputless decoders without inputs, hidden-averaging decoders
+on L latents, AEs from z = μ without bounds),
 prints a table and writes it as JSON to W/eval_SPLIT.json, and draws the training curves of
 metrics.jsonl into W/curves.png. Logic lives in `mimtext.evaluation`.
 """
@@ -24,7 +27,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training ru
 _STEP = flags.DEFINE_string("step", "best", "Checkpoint to evaluate: best, latest or a step number.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate (train, valid or test).")
 _NUM_Z = flags.DEFINE_integer("num_z_samples", None,
-                              "z samples per sentence for ELBO/IW/MELBO (default: the config's).")
+                              "z draws per sentence for the ELBO and MELBO (default: the config's "
+                              "eval.num_z_samples).")
+_IW = flags.DEFINE_integer("iw_samples", None,
+                           "K of the importance-weighted bound (default: the config's "
+                           "eval.iw_samples).")
 _BATCH = flags.DEFINE_integer("batch_size", 50, "Sentences per evaluation batch.")
 _MAX_SENTENCES = flags.DEFINE_integer(
     "max_sentences", 0, "Evaluate only the first N sentences of the split (0: all of them).")
@@ -49,6 +56,9 @@ def main(argv):
   step = _step_arg(_STEP.value)
   if _BATCH.value <= 0 or _MAX_SENTENCES.value < 0:
     raise app.UsageError("--batch_size must be positive and --max_sentences >= 0")
+  for flag in (_NUM_Z, _IW):
+    if flag.value is not None and flag.value <= 0:
+      raise app.UsageError(f"--{flag.name}={flag.value}: must be positive")
   try:
     run = runner.load_run(_WORKDIR.value, step, defaults=base.get_config())
   except (FileNotFoundError, checkpoint_lib.CheckpointError) as e:
@@ -63,7 +73,8 @@ def main(argv):
   if _MAX_SENTENCES.value:
     split = split.head(_MAX_SENTENCES.value)
   num_z = _NUM_Z.value or run.config.eval.num_z_samples
-  report = runner.evaluate_split(run, split, num_z_samples=num_z, seed=_SEED.value,
+  iw = _IW.value or run.config.eval.iw_samples
+  report = runner.evaluate_split(run, split, num_z_samples=num_z, iw_samples=iw, seed=_SEED.value,
                                  batch_size=_BATCH.value,
                                  max_decode_len=run.config.eval.max_decode_len)
   report.update(split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir)

@@ -15,6 +15,7 @@ import jax
 
 from launch.configs import base
 from mimtext import experiment
+from mimtext import objectives
 from mimtext.evaluation import generation
 from mimtext.evaluation import runner
 
@@ -38,19 +39,22 @@ def main(argv):
   if prior_std is None:
     prior_std = 0.1 if run.config.objective.name == "mim" else 1.0
   key = jax.random.PRNGKey(_SEED.value)
+  scoring = objectives.common.scoring(run.obj_cfg)
   print(f"samples from N(0, {prior_std:g}² I) (greedy):")
   for text in generation.prior_samples(run.params, run.model_cfg, run.vocab, key,
                                        num=_NUM_SAMPLES.value, std=prior_std,
-                                       max_len=_MAX_LEN.value):
+                                       max_len=_MAX_LEN.value, scoring=scoring):
     print(f"  {text}")
   corpus = experiment.load_corpus(run.config, run.vocab)
   split = corpus.splits[_SPLIT.value].head(_NUM_RECON.value)
   print(f"\nreconstructions of {_SPLIT.value} sentences (D data, M mean, R sample, P perturbed):")
   rows = generation.reconstructions(run.params, run.model_cfg, run.vocab, split.ids,
-                                    jax.random.fold_in(key, 1), max_len=_MAX_LEN.value)
+                                    jax.random.fold_in(key, 1), max_len=_MAX_LEN.value,
+                                    scoring=scoring)
   for row in rows:
     for tag in ("D", "M", "R", "P"):
-      print(f"  {tag}: {row[tag]}")
+      if tag in row:
+        print(f"  {tag}: {row[tag]}")
     print()
 
 

@@ -141,15 +141,20 @@ def log_var_floor(raw_log_var: Array, floor: float, mode: FloorMode = "clamp") -
   raise ValueError(f"unknown log-variance floor mode {mode!r}; expected clamp, softplus or none")
 
 
-def fraction_at_floor(raw_log_var: Array, floor: float, tol: float = 1e-3) -> Array:
-  """Fraction of entries at (or below) the floor: mean over all entries of [raw ≤ floor + tol].
+def fraction_at_floor(raw_log_var: Array, floor: float, tol: float = 1e-3, *,
+                      axis: int | None = None) -> Array:
+  """Fraction of entries at (or below) the floor: mean of [raw ≤ floor + tol].
+
+  The raw (unfloored) log-variance is compared, whatever the floor mode, so "clamp" and "softplus"
+  count the same dimensions.
 
   Args:
     raw_log_var: ``[...]`` log σ² before flooring.
     floor: the bound used by ``log_var_floor``.
     tol: slack above the floor that still counts as "at the floor".
+    axis: the axis to average over (None: every entry).
 
   Returns:
-    float32 scalar in [0, 1].
+    float32 in [0, 1]: a scalar, or ``raw_log_var`` without ``axis``.
   """
-  return jnp.mean((raw_log_var <= floor + tol).astype(jnp.float32))
+  return jnp.mean((raw_log_var <= floor + tol).astype(jnp.float32), axis=axis)

@@ -114,7 +114,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
   for field in ("batch_size", "eval_batch_size", "log_every_steps", "data.builtin_train_size",
                 "data.builtin_eval_size", "model.embed_dim",
-                "model.hidden_dim", "model.latent_dim", "eval.num_z_samples"):
+                "model.hidden_dim", "model.latent_dim", "eval.num_z_samples",
+                "eval.iw_samples"):
     if config_value(config, field) <= 0:
       fail(field, "must be positive")
   for field in ("max_steps", "max_epochs", "max_minutes", "checkpoint_every_steps", "num_devices",
@@ -122,6 +123,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 "eval.max_valid_sentences"):
     if config_value(config, field) < 0:
       fail(field, "must be >= 0 (0 means no limit / default)")
+  if field_exists(config, "early_stopping_patience") and config.early_stopping_patience < 0:
+    fail("early_stopping_patience", "must be >= 0 (validations without improvement; 0 = off)")
   if not (config.max_steps or config.max_epochs or config.max_minutes):
     fail("max_epochs", "max_steps, max_epochs and max_minutes are all 0: training would never stop")
   choices = {"objective.name": tuple(objectives.LOSSES),

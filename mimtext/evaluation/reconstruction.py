@@ -19,10 +19,15 @@ _posterior_code = jax.jit(
 
 
 def reconstruct_batch(params, batch, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabulary,
-                      *, max_len: int) -> list[str]:
-  """Greedy decodes of z = E_q[z|x] for the valid rows of a batch, as space-joined words."""
+                      *, max_len: int, inputless: bool = False) -> list[str]:
+  """Greedy decodes of z = E_q[z|x] for the valid rows of a batch, as space-joined words.
+
+  `inputless`: decode as an inputless decoder was trained (<unk> inputs; seed 001 Table 2). A
+  hidden-averaging decoder fed L copies of the same code equals the one-latent decoder, so the
+  mean code is decoded once.
+  """
   z = _posterior_code(params, batch["tokens"], batch["lengths"], cfg)
-  ids, _ = decoding.greedy_decode(params, z, cfg, max_len=max_len)
+  ids, _ = decoding.greedy_decode(params, z, cfg, max_len=max_len, inputless=inputless)
   ids = jax.device_get(ids)
   return [" ".join(vocab.decode(row)) for row, ok in zip(ids, batch["valid"]) if ok > 0]
 

@@ -17,6 +17,7 @@ import tqdm
 
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
+from mimtext import objectives
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
@@ -60,13 +61,41 @@ def load_run(workdir: str, step: str | int = "best",
   return Run(workdir, config, vocab, model_cfg, restored["params"], int(restored["step"]))
 
 
-def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: int, seed: int = 0,
-                   batch_size: int = 50, max_decode_len: int = 0, num_examples: int = 5,
+def describe_scoring(scoring: objectives.common.Scoring) -> dict[str, Any]:
+  """How the model is scored, in words for the report (DESIGN §7: as it was trained)."""
+  if scoring.word_keep == 0.0:
+    inputs = "none: the decoder was trained inputless (word keep rate 0) and is scored without its inputs"
+  elif scoring.trained_with_word_dropout:
+    inputs = ("every word: trained with word dropout (0 < keep < 1), evaluated with full inputs "
+              "as seed 001 §3.2 does")
+  else:
+    inputs = "every word"
+  if scoring.deterministic_z:
+    latent = "z = μ(x) (AE): reconstruction and BLEU only, no likelihood bound"
+  elif scoring.num_latents > 1:
+    latent = (f"{scoring.num_latents} latents per sentence decoded jointly (decoder states "
+              "averaged before the softmax, seed 003 Eq. 7-8)")
+  else:
+    latent = "one latent sample per decode"
+  return {"decoder_inputs": inputs, "latents": latent, "num_latents": scoring.num_latents,
+          "word_keep": scoring.word_keep, "deterministic_z": scoring.deterministic_z}
+
+
+def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: int,
+                   iw_samples: int | None = None, seed: int = 0, batch_size: int = 50,
+                   max_decode_len: int = 0, num_examples: int = 5,
                    progress: bool = True) -> dict[str, Any]:
-  """Every metric of DESIGN §4 implemented so far, over all sentences of `split` (none dropped)."""
+  """Every metric of DESIGN §4 implemented so far, over all sentences of `split` (none dropped).
+
+  The model is scored as it was trained (`objectives.common.scoring`); `iw_samples` is K of the
+  importance-weighted bound (default: num_z_samples).
+  """
   n = len(split.ids)
   if n == 0:
     raise ValueError("the evaluation split is empty")
+  obj_cfg = run.obj_cfg
+  scoring = objectives.common.scoring(obj_cfg)
+  iw_samples = iw_samples or num_z_samples
   pipe = pipeline_lib.BatchPipeline(split.ids, global_batch_size=batch_size, seed=seed,
                                     shuffle=False, bucket_batches=0, drop_remainder=False)
   num_words = np.asarray([len(ids) - 2 for ids in split.ids])
@@ -80,7 +109,7 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
                         leave=False)
   for i, batch in enumerate(batches):
     out = jax.device_get(bounds.sentence_terms(run.params, batch, jax.random.fold_in(key, i),
-                                               run.obj_cfg, num_z_samples))
+                                               obj_cfg, num_z_samples, iw_samples))
     rows = batch["valid"] > 0
     index = batch["index"][rows]
     for name, value in out.items():
@@ -88,20 +117,24 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
         terms[name] = np.zeros((n,) + value.shape[1:], value.dtype)
       terms[name][index] = value[rows]
     recon = reconstruction.reconstruct_batch(run.params, batch, run.model_cfg, run.vocab,
-                                             max_len=max_len)
+                                             max_len=max_len,
+                                             inputless=scoring.word_keep == 0.0)
     for j, text in zip(index, recon):
       hypotheses[j] = text
   references = [" ".join(run.vocab.decode(ids)) for ids in split.ids]
-  report: dict[str, Any] = bounds.nll_bounds(terms, num_words)
+  report: dict[str, Any] = bounds.nll_bounds(terms, num_words, scoring)
   bleu, signature = reconstruction.bleu1(hypotheses, references)
   report.update({
-      "bleu1": bleu, "bleu_signature": signature, "num_z_samples": num_z_samples,
-      "active_units": bounds.active_units(terms["mean"]),
-      "average_hoyer": bounds.average_hoyer(terms["mean"]),
+      "scoring": describe_scoring(scoring),
+      "bleu1": bleu, "bleu_signature": signature,
+      "num_z_samples": 1 if scoring.deterministic_z else num_z_samples,
+      "iw_samples": None if scoring.deterministic_z else iw_samples,
+      "active_units": bounds.active_units(terms["code"]),
+      "average_hoyer": bounds.average_hoyer(terms["z_sample"]),
+      "average_hoyer_mean_code": bounds.average_hoyer(terms["code"]),
       "latent_dim": run.model_cfg.latent_dim,
-      "post_std": float(np.mean(np.exp(0.5 * terms["log_var"]))),
-      "frac_at_floor": float(np.mean(terms["log_var"] <= run.model_cfg.log_var_floor + 1e-3))
-      if run.model_cfg.floor_mode != "none" else 0.0,
+      "post_std": float(np.mean(terms["post_std"])),
+      "frac_at_floor": float(np.mean(terms["frac_at_floor"])),
       "step": run.step,
       "examples": [{"data": references[i], "mean_reconstruction": hypotheses[i]}
                    for i in range(min(num_examples, n))],
@@ -114,7 +147,9 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
 def true_entropy(log_probs: np.ndarray, num_words: np.ndarray) -> dict[str, float]:
   """The built-in corpus's exact −log p(x), averaged: an MC estimate of H[p(x)] (nats/sentence).
 
-  No valid upper bound on the held-out NLL can fall below it beyond its standard error.
+  No valid upper bound on the held-out NLL can fall below it beyond its standard error. The exact
+  log p(x) includes the length (the <eos> step); its PPL is given per word + <eos> ("+eos") and
+  per word ("-eos", the same NLL over fewer tokens).
   """
   nll = -np.asarray(log_probs, np.float64)
   out = {"true_nll": float(nll.mean()),
@@ -131,29 +166,52 @@ def _ppl(value: float) -> str:
 
 def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   """A plain-text table of the report, with the N and token counts the bounds depend on."""
+  scoring = report["scoring"]
+  samples = ("z = μ" if scoring["deterministic_z"] else
+             f"{report['num_z_samples']} draws for ELBO/MELBO, K = {report['iw_samples']} for IW")
   lines = [f"{corpus} / {split}: N = {int(report['N'])} sentences, "
            f"{int(report['num_tokens'])} tokens with <eos> "
-           f"({int(report['num_tokens_no_eos'])} without); step {report['step']}; "
-           f"{report['num_z_samples']} z samples per sentence",
-           "",
-           f"{'bound':<12}{'NLL/sent':>11}{'PPL +eos':>12}{'NLL -eos':>11}{'PPL -eos':>12}"]
-  rows = [("ELBO", "elbo"), ("IW", "iw"), ("MELBO", "melbo")]
-  if "true_nll" in report:
-    rows.append(("true H[p]", "true"))
-  for label, name in rows:
-    if name == "true":
-      lines.append(f"{label:<12}{report['true_nll']:>11.3f}{_ppl(report['true_ppl'])}"
-                   f"{'':>11}{_ppl(report['true_ppl_no_eos'])}")
-      continue
-    lines.append(f"{label:<12}{report[name + '_nll']:>11.3f}{_ppl(report[name + '_ppl'])}"
-                 f"{report[name + '_nll_no_eos']:>11.3f}{_ppl(report[name + '_ppl_no_eos'])}")
+           f"({int(report['num_tokens_no_eos'])} without); step {report['step']}; {samples}",
+           f"scored as trained: decoder inputs: {scoring['decoder_inputs']}; {scoring['latents']}",
+           ""]
+  if "bounds_skipped" in report:
+    lines.append(f"no likelihood bounds: {report['bounds_skipped']}")
+    lines.append(f"reconstruction −log p(x|μ): {report['rec']:.3f} nats/sentence "
+                 f"({report['rec_no_eos']:.3f} without the <eos> term)")
+  else:
+    ppl_columns = list(bounds.PPL_LABELS.items())
+    lines.append(f"{'bound':<16}{'NLL +eos':>10}{'NLL -eos':>10}"
+                 + "".join(f"{label:>12}" for _, label in ppl_columns))
+    rows = [("ELBO", "elbo")]
+    if "elbo_one_kl_nll" in report:
+      rows.append(("ELBO, one KL *", "elbo_one_kl"))
+    rows += [("IW", "iw"), ("MELBO †", "melbo")]
+    for label, name in rows:
+      lines.append(f"{label:<16}{report[name + '_nll']:>10.3f}{report[name + '_nll_no_eos']:>10.3f}"
+                   + "".join(_ppl(report[f"{name}_ppl{suffix}"]) for suffix, _ in ppl_columns))
+    if "true_nll" in report:
+      lines.append(f"{'true H[p]':<16}{report['true_nll']:>10.3f}{'':>10}"
+                   f"{_ppl(report['true_ppl'])}{_ppl(report['true_ppl_no_eos'])}")
+    lines += [
+        "PPL +eos: <eos> in the NLL and the token count; -eos: in neither; smim: not in the NLL "
+        "but in the count (the official sMIM test script, seed 000 Table 2).",
+        f"reconstruction −E log p(x|z): {report['rec']:.3f} nats/sentence; KL(q‖p) per latent: "
+        f"{report['kl']:.3f}" + (f" (× {report['num_latents']} latents = {report['kl_total']:.3f})"
+                                 if report['num_latents'] > 1 else ""),
+    ]
+    if "elbo_one_kl_nll" in report:
+      lines.append(f"* the quantity seed 003 reports for its AVG models: the averaged decoder "
+                   f"with one KL term. The decoder conditions on {report['num_latents']} "
+                   "independent latents, so only the ELBO with all their KL terms (row ELBO) and "
+                   "IW over the tuples are bounds on this model's NLL.")
+    lines.append("† MELBO grows with N (log N) and bounds NLL only under the prior equal to "
+                 "this set's aggregate posterior (seed 000 §3); it is not a bound on the model's "
+                 "own NLL.")
   lines += [
-      "",
-      f"reconstruction −E log p(x|z): {report['rec']:.3f} nats/sentence; "
-      f"KL(q‖p): {report['kl']:.3f}",
-      f"average Hoyer sparsity of the codes: {report['average_hoyer']:.4f}",
+      f"average Hoyer (seed 004 §4.1.3, one sampled z per sentence): "
+      f"{report['average_hoyer']:.4f}; of the mean codes: {report['average_hoyer_mean_code']:.4f}",
       f"active units: {report['active_units']}/{report['latent_dim']}; mean posterior σ "
-      f"{report['post_std']:.4g}; fraction of dimensions at the log-variance floor "
+      f"{report['post_std']:.4g}; dimensions with the raw log-variance at the floor "
       f"{100 * report['frac_at_floor']:.1f}%",
       f"BLEU-1 of greedy reconstructions from the posterior mean: {report['bleu1']:.4f}",
       f"  sacrebleu {report['bleu_signature']}",
@@ -161,8 +219,6 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   if "true_nll" in report:
     lines.append(f"true per-sentence entropy of the corpus: {report['true_nll']:.3f} ± "
                  f"{report['true_nll_stderr']:.3f} nats (a valid bound cannot go below it)")
-  lines.append("MELBO grows with N (log N) and bounds NLL only under the prior equal to this "
-               "set's aggregate posterior (seed 000 §3).")
   lines += ["", "reconstructions (D data, M greedy from the posterior mean):"]
   for ex in report["examples"]:
     lines += [f"  D: {ex['data']}", f"  M: {ex['mean_reconstruction']}"]

@@ -20,26 +20,32 @@ Array = jax.Array
 
 class _Stepper(NamedTuple):
   """What every decoder step needs from z, computed once: z's share of the input projection."""
-  z_proj: Array          # [b, gates·h]: code @ W_i[e:] + b_i (or just b_i when z is not an input)
-  state0: object         # initial recurrent state (h, or (h, c) for an LSTM)
+  z_proj: Array          # [..., b, gates·h]: code @ W_i[e:] + b_i (or b_i when z is not an input)
+  state0: object         # initial recurrent state (h, or (h, c) for an LSTM), [..., b, h]
 
 
 def _prepare(params, z: Array, cfg: sentence_ae.ModelConfig) -> _Stepper:
+  """z: [..., b, d] (leading axes: jointly decoded latents, see `decode`)."""
   code = sentence_ae.decoder_code(params, z)
   w_i, b_i = params["decoder"]["w_i"], params["decoder"]["b_i"]
   z_proj = code @ w_i[cfg.embed_dim:] + b_i if cfg.concat_z else jnp.broadcast_to(
-      b_i, (z.shape[0],) + b_i.shape)
+      b_i, z.shape[:-1] + b_i.shape)
   h0 = sentence_ae.decoder_initial_state(params, code, cfg)
   if h0 is None:
-    h0 = jnp.zeros((z.shape[0], cfg.hidden_dim), z.dtype)
+    h0 = jnp.zeros(z.shape[:-1] + (cfg.hidden_dim,), z.dtype)
   return _Stepper(z_proj, nn.rnn_initial_state(cfg.cell, h0))
 
 
 def _step(params, cfg, stepper: _Stepper, prev: Array, state):
-  """One decoder step from the previous token [b] → (hidden [b,h], logits [b,v], new state)."""
+  """One decoder step from the previous token [b] → (hidden [...,b,h], logits [b,v], new state).
+
+  With leading latent axes (several latents per sentence) the decoders step side by side and
+  their hidden states are averaged before the softmax (seed 003 Eq. 7-8).
+  """
   x_proj = nn.embed(params["embed"], prev) @ params["decoder"]["w_i"][:cfg.embed_dim]
   hidden, state = nn.rnn_step(params["decoder"], cfg.cell, x_proj + stepper.z_proj, state)
-  return hidden, sentence_ae.output_logits(params, hidden), state
+  mixed = hidden.reshape((-1,) + hidden.shape[-2:]).mean(axis=0)
+  return hidden, sentence_ae.output_logits(params, mixed), state
 
 
 def _mask_logits(logits: Array, ban_unk: bool) -> Array:
@@ -48,15 +54,19 @@ def _mask_logits(logits: Array, ban_unk: bool) -> Array:
   return logits.at[:, jnp.asarray(banned)].set(-jnp.inf)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_len", "ban_unk"))
+@functools.partial(jax.jit, static_argnames=("cfg", "max_len", "ban_unk", "inputless"))
 def decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: int,
-           key: Array | None = None, temperature: float = 1.0, ban_unk: bool = False):
-  """Greedy (key=None) or temperature-sampled decoding from z: [b,d] → ids [b,m], lengths [b].
+           key: Array | None = None, temperature: float = 1.0, ban_unk: bool = False,
+           inputless: bool = False):
+  """Greedy (key=None) or temperature-sampled decoding from z → ids [b,m], lengths [b].
 
-  Each row stops at its first `<eos>` (included in `ids`, counted in `lengths`) or after m tokens;
-  positions after the stop hold `<pad>`. The loop ends as soon as every row has stopped.
+  z: [b,d], or [L,b,d] for a decoder that averages the states of L jointly decoded latents
+  (seed 003 Eq. 7-8). `inputless`: the decoder reads `<unk>` after `<sos>` instead of its previous
+  token, as an inputless decoder was trained (seed 001 Table 2). Each row stops at its first
+  `<eos>` (included in `ids`, counted in `lengths`) or after m tokens; positions after the stop
+  hold `<pad>`. The loop ends as soon as every row has stopped.
   """
-  b = z.shape[0]
+  b = z.shape[-2]
   stepper = _prepare(params, z, cfg)
   ids0 = jnp.full((b, max_len), vocab_lib.PAD_ID, jnp.int32)
   prev0 = jnp.full((b,), vocab_lib.SOS_ID, jnp.int32)
@@ -68,6 +78,8 @@ def decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: int,
 
   def body(carry):
     step, state, prev, done, ids = carry
+    if inputless:
+      prev = jnp.where(step == 0, prev, vocab_lib.UNK_ID).astype(jnp.int32)
     _, logits, state = _step(params, cfg, stepper, prev, state)
     logits = _mask_logits(logits, ban_unk)
     if key is None:
@@ -85,9 +97,9 @@ def decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: int,
 
 
 def greedy_decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: int,
-                  ban_unk: bool = False):
+                  ban_unk: bool = False, inputless: bool = False):
   """Greedy decoding (argmax at every step); see `decode`."""
-  return decode(params, z, cfg, max_len=max_len, ban_unk=ban_unk)
+  return decode(params, z, cfg, max_len=max_len, ban_unk=ban_unk, inputless=inputless)
 
 
 def sample_with_hidden(params, z: Array, cfg: sentence_ae.ModelConfig, key: Array, *,
