@@ -76,7 +76,8 @@ def main(argv):
   iw = _IW.value or run.config.eval.iw_samples
   report = runner.evaluate_split(run, split, num_z_samples=num_z, iw_samples=iw, seed=_SEED.value,
                                  batch_size=_BATCH.value,
-                                 max_decode_len=run.config.eval.max_decode_len)
+                                 max_decode_len=run.config.eval.max_decode_len,
+                                 probe_split=corpus.splits.get("train"))
   report.update(split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir)
   print(runner.format_report(report, _SPLIT.value, corpus.name))
   path = os.path.join(run.workdir, f"eval_{_SPLIT.value}.json")

@@ -37,7 +37,7 @@ def main(argv):
   run = runner.load_run(_WORKDIR.value, step, defaults=base.get_config())
   prior_std = _PRIOR_STD.value
   if prior_std is None:
-    prior_std = 0.1 if run.config.objective.name == "mim" else 1.0
+    prior_std = generation.default_prior_std(run.obj_cfg)
   key = jax.random.PRNGKey(_SEED.value)
   scoring = objectives.common.scoring(run.obj_cfg)
   print(f"samples from N(0, {prior_std:g}² I) (greedy):")

@@ -93,9 +93,24 @@ _STRUCTURAL_FIELDS = ("model", "objective.name", "data.corpus", "data.min_count"
                       "data.max_vocab")
 
 
+def _with_dataclass_defaults(block: dict | None, cls) -> dict | None:
+  """A saved config block with the fields it predates filled in with the dataclass defaults."""
+  if not isinstance(block, dict):
+    return block
+  defaults = {f.name: f.default for f in dataclasses.fields(cls)
+              if f.default is not dataclasses.MISSING}
+  return {**defaults, **block}
+
+
 def check_resumable_config(config, saved: dict, workdir: str) -> None:
-  """Refuses to resume `workdir` with a config whose model or vocabulary differs from the saved."""
+  """Refuses to resume `workdir` with a config whose model or vocabulary differs from the saved.
+
+  Fields that a saved config predates count as their library default, so a run saved before a
+  model option existed resumes under a config that leaves the option at its default.
+  """
   current = config.to_dict()
+  saved = dict(saved, model=_with_dataclass_defaults(saved.get("model"), sentence_ae.ModelConfig))
+  current["model"] = _with_dataclass_defaults(current.get("model"), sentence_ae.ModelConfig)
   for field in _STRUCTURAL_FIELDS:
     a, b = current, saved
     for part in field.split("."):

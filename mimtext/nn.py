@@ -730,7 +730,8 @@ def word_dropout(key: Array | None, ids: Array, mask: Array, keep_rate: float | 
   decoder of seed 001 Table 2).
 
   Args:
-    key: PRNG key (may be None only when ``keep_rate`` is the Python number 1.0).
+    key: PRNG key (may be None when ``keep_rate`` is the Python number 1.0 or 0.0, where the result
+      is deterministic).
     ids: integer ``[b, t]`` decoder input ids.
     mask: bool ``[b, t]``.
     keep_rate: probability of keeping a word; a Python float or a (possibly traced) scalar, e.g.
@@ -741,12 +742,16 @@ def word_dropout(key: Array | None, ids: Array, mask: Array, keep_rate: float | 
   Returns:
     ``[b, t]`` ids, same dtype as ``ids``.
   """
-  if isinstance(keep_rate, (int, float)) and not isinstance(keep_rate, bool) and keep_rate == 1.0:
+  static = isinstance(keep_rate, (int, float)) and not isinstance(keep_rate, bool)
+  if static and keep_rate == 1.0:
     return ids
-  if key is None:
-    raise ValueError("word_dropout needs a PRNG key unless keep_rate is 1.0")
-  u = jax.random.uniform(key, ids.shape)
-  drop = mask.astype(bool) & (u >= jnp.asarray(keep_rate, u.dtype))
+  if static and keep_rate == 0.0:
+    drop = mask.astype(bool)
+  elif key is None:
+    raise ValueError("word_dropout needs a PRNG key unless keep_rate is 1.0 or 0.0")
+  else:
+    u = jax.random.uniform(key, ids.shape)
+    drop = mask.astype(bool) & (u >= jnp.asarray(keep_rate, u.dtype))
   if protect_first:
     drop = drop & (jnp.arange(ids.shape[1]) > 0)
   return jnp.where(drop, jnp.asarray(unk_id, ids.dtype), ids)

@@ -105,6 +105,49 @@ class PlateauSchedule:
     return cls(factor, patience, math.inf if best is None else best, state.get("bad_epochs", 0))
 
 
+class EarlyStopping:
+  """Stop after `patience` consecutive validations without a new best criterion (0 = never).
+
+  Seed 003 §5.1: "until the validation perplexity has not improved for 3 times". Unlike
+  `PlateauSchedule`, the count is not reset when the learning rate is reduced.
+  """
+
+  def __init__(self, patience: int, best: float = math.inf, bad_validations: int = 0):
+    self.patience, self.best, self.bad_validations = patience, best, bad_validations
+
+  def update(self, value: float) -> bool:
+    """Records a validation value; True when training should stop now."""
+    if value < self.best:
+      self.best, self.bad_validations = value, 0
+    else:
+      self.bad_validations += 1
+    return self.should_stop()
+
+  def should_stop(self) -> bool:
+    return self.patience > 0 and self.bad_validations >= self.patience
+
+  def stop_reason(self) -> str | None:
+    if not self.should_stop():
+      return None
+    return (f"early_stopping_patience={self.patience} reached: {self.bad_validations} validations "
+            f"without improvement of the criterion (best {self.best:.4f})")
+
+  def state(self) -> dict:
+    return {"best": self.best if math.isfinite(self.best) else None,
+            "bad_validations": self.bad_validations}
+
+  @classmethod
+  def from_state(cls, patience: int, state: dict | None,
+                 best: float = math.inf) -> "EarlyStopping":
+    """From a checkpoint's data_state entry; a checkpoint saved before early stopping existed
+    (state None) starts the count at 0 from `best` (the plateau schedule's best criterion)."""
+    if state is None:
+      return cls(patience, best)
+    saved_best = state.get("best")
+    return cls(patience, math.inf if saved_best is None else saved_best,
+               state.get("bad_validations", 0))
+
+
 # ----------------------------------------------------------------------------- mesh and steps
 
 
@@ -340,6 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     valid_split = valid_split.head(config.eval.max_valid_sentences)
   valid_pipe = make_pipeline(valid_split, config, train=False, seed=config.seed)
   plateau = PlateauSchedule(opt.plateau_factor, opt.plateau_patience)
+  early = EarlyStopping(config.get("early_stopping_patience", 0))
   epoch, data_iter = 0, None
   if resuming:
     restored = ckpt.restore("latest", params_template=state.params,
@@ -350,6 +394,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     data_iter, epoch = train_pipe.restore(data_state["pipeline"])
     plateau = PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
                                          data_state.get("plateau"))
+    early = EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),
+                                     best=plateau.best)
     logging.info("resumed from step %d (epoch %d) in %s", restored["step"], epoch, workdir)
 
   train_step, eval_step = exp.train_step(), exp.eval_step()
@@ -366,11 +412,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     nonlocal data_iter
     if data_iter is None:
       data_iter = train_pipe.epoch(epoch)
-    data_state = {"pipeline": train_pipe.state(data_iter, epoch), "plateau": plateau.state()}
+    data_state = {"pipeline": train_pipe.state(data_iter, epoch), "plateau": plateau.state(),
+                  "early_stopping": early.state()}
     ckpt.save(step, params=state.params, opt_state=state.opt_state, data_state=data_state,
               metrics=metrics)
 
-  def flush_window(final=False):
+  def flush_window(compile_seconds: float | None = None):
+    """Logs the mean metrics of the steps since the last line (the first step alone, with its
+    compile time, so a first progress line appears as soon as training runs)."""
     nonlocal window, window_tokens, window_start
     if not window:
       return
@@ -391,28 +440,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       remaining.append(60 * config.max_minutes - (time.perf_counter() - run_start))
     eta = f" | ETA {format_duration(min(remaining))}" if remaining else ""
     of = f"/{planned}" if planned else ""
+    speed = (f"first step (compilation) {compile_seconds:.1f} s" if compile_seconds is not None
+             else f"{tok_s:,.0f} tok/s{eta}")
     logging.info(
         "step %d%s epoch %d | loss %.3f rec %.3f (%.3f/tok) kl %.3f | σ %.3g floor %.0f%% | "
-        "lr %.3g | %s tok/s%s", step, of, epoch, means["loss"], means["rec"],
+        "lr %.3g | %s", step, of, epoch, means["loss"], means["rec"],
         means["rec_per_token"], means["kl"], means["post_std"], 100 * means["frac_at_floor"],
-        learning_rate(state.opt_state), f"{tok_s:,.0f}", eta)
-    writer.write({"split": "train", "step": step, "epoch": epoch, "tokens_per_sec": tok_s,
-                  "learning_rate": learning_rate(state.opt_state), **means})
+        learning_rate(state.opt_state), speed)
+    record = {"split": "train", "step": step, "epoch": epoch,
+              "learning_rate": learning_rate(state.opt_state), **means}
+    if compile_seconds is None:
+      record["tokens_per_sec"] = tok_s
+    else:
+      record["compile_seconds"] = compile_seconds
+    writer.write(record)
     window, window_tokens, window_start = [], 0, time.perf_counter()
 
-  reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start)
+  reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start) or early.stop_reason()
   while reason is None:
     if data_iter is None:
       data_iter = train_pipe.epoch(epoch)
     for batch in data_iter:
       window_tokens += int(np.sum((batch["lengths"] - 1) * batch["valid"])) * jax.process_count()
+      step_start = time.perf_counter()
       state, metrics = train_step(state, shard_batch(batch, mesh), key)
       step += 1
       window.append(metrics)
       if not compiled:
-        # The first step compiles: leave it out of the throughput and ETA clocks.
+        # The first step compiles: log it alone at once, and leave it out of the throughput and
+        # ETA clocks.
         jax.block_until_ready(metrics)
-        window_tokens, window_start = 0, time.perf_counter()
+        flush_window(compile_seconds=time.perf_counter() - step_start)
         run_start, run_start_step, compiled = window_start, step, True
       if step % config.log_every_steps == 0:
         flush_window()
@@ -437,10 +495,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  "kl %.3f | σ %.3g floor %.0f%%", step, epoch, last_valid["criterion"],
                  last_valid["rec"], last_valid["rec_per_token"], last_valid["kl"],
                  last_valid["post_std"], 100 * last_valid["frac_at_floor"])
+    if early.update(last_valid["criterion"]):
+      logging.info("early stopping: no validation improvement for %d validations (best "
+                   "criterion %.4f)", early.bad_validations, early.best)
     writer.write({"split": "valid", "step": step, "epoch": epoch, **last_valid})
     save({"valid_criterion": last_valid["criterion"]})
     if reason is None:
-      reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start)
+      reason = (_stop_reason(step, epoch, config, time.perf_counter() - run_start)
+                or early.stop_reason())
   ckpt.close()
   logging.info("training stopped at step %d: %s", step, reason)
   return last_valid

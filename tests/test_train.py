@@ -145,6 +145,18 @@ def test_resume_refuses_another_model():
   experiment.check_resumable_config(ml_collections.ConfigDict(saved), saved, "/some/dir")
 
 
+def test_resume_accepts_a_run_saved_before_a_model_option_existed():
+  """A config.json without a newer model field resumes when the field keeps its default."""
+  config = base.get_config()
+  saved = config.to_dict()
+  for field in ("init_scale", "encoder_reads_sos", "embed_dropout_scope"):
+    del saved["model"][field]
+  experiment.check_resumable_config(config, saved, "/some/dir")
+  config.model.init_scale = 0.1
+  with pytest.raises(ValueError, match="model"):
+    experiment.check_resumable_config(config, saved, "/some/dir")
+
+
 @pytest.mark.parametrize("block,cls,skip", [
     ("model", sentence_ae.ModelConfig, {"vocab_size", "mi_head"}),
     ("objective", objectives.ObjectiveConfig, {"model"}),

@@ -20,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.max_epochs = 40            # 0 = no limit
   c.max_steps = 0              # 0 = no limit
   c.max_minutes = 0.0          # wall-clock budget of this invocation; 0 = no limit
+  # Stop after this many consecutive validations without a new best criterion (seed 003 §5.1: 3);
+  # 0 = off. The count survives resume.
+  c.early_stopping_patience = 0
   c.num_devices = 0            # 0 = every visible device
   c.log_every_steps = 100
   c.checkpoint_every_steps = 0  # 0 = only after each validation
@@ -59,10 +62,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.embed_dropout = 0.5
   c.model.output_dropout = 0.0   # dropout on decoder states before the softmax
   c.model.reverse_encoder_input = True
+  c.model.encoder_reads_sos = False  # encoder reads `<sos> w…` (official sMIM code)
+  c.model.embed_dropout_scope = "both"  # embedding dropout: "both" or "decoder" (official sMIM)
   c.model.posterior = "gaussian"  # "gaussian" or "hsvae" (Beta / spike-and-slab head)
   c.model.concentration_floor = 0.01  # HSVAE: Beta concentrations = floor + softplus(raw)
   c.model.log_var_floor = -10.0
   c.model.floor_mode = "clamp"  # "clamp" (as the original sMIM code), "softplus" or "none"
+  c.model.init_scale = 0.0     # 0 = PyTorch-style layer defaults; s > 0: every param ~ U(−s, s)
 
   c.objective = ml_collections.ConfigDict()
   c.objective.name = "mim"     # "mim", "vae", "ae", "mi", "hsvae" or "matvae"
@@ -80,7 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.objective.word_keep_end_rate = 1.0
   c.objective.word_keep_start_step = 2_000
   c.objective.word_keep_end_step = 20_000
-  c.objective.l1_weight = 0.0  # L1 / L2 penalties on the posterior mean (sparsity baselines)
+  c.objective.l1_weight = 0.0  # L1 / L2 penalties on the posterior μ and σ (seed 004 baselines)
   c.objective.l2_weight = 0.0
   c.objective.mi_weight = 1.0  # λ of the mutual-information criterion (objective "mi")
   c.objective.mi_max_len = 40  # length of the sentences generated for L_MI
@@ -94,6 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.objective.prior_gamma = 0.8     # MAT-VAE prior spike probability (prior sparsity)
   c.objective.mmd_weight = 1.0  # MAT-VAE λ of MMD(q(z), p(z))
   c.objective.mmd_kernel = "imq"
+  c.objective.mim_batch_constant = False  # A-MIM: add log(B)/B as the official sMIM script
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"    # "adam" (lr 1e-3) or "sgd" (lr 5.0, clip 0.25), seed 000 §4.2
@@ -103,7 +110,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.plateau_patience = 2  # validations without improvement before lr × factor
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.num_z_samples = 10    # z samples per sentence for the MELBO / importance-weighted bounds
+  c.eval.num_z_samples = 10    # z draws per sentence for the ELBO and MELBO
+  c.eval.iw_samples = 10       # K of the importance-weighted bound (seed 003 Table 3: 500)
   c.eval.max_decode_len = 0    # 0 = longest sentence of the split + 5
   c.eval.max_valid_sentences = 0  # validate during training on the first N sentences (0 = all)
   return c

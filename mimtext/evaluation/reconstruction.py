@@ -12,7 +12,7 @@ from mimtext.models import decoding
 from mimtext.models import sentence_ae
 
 
-_posterior_code = jax.jit(
+posterior_code = jax.jit(
     lambda params, tokens, lengths, cfg: sentence_ae.posterior_code(
         sentence_ae.encode(params, tokens, lengths, cfg)),
     static_argnames=("cfg",))
@@ -26,7 +26,7 @@ def reconstruct_batch(params, batch, cfg: sentence_ae.ModelConfig, vocab: vocab_
   hidden-averaging decoder fed L copies of the same code equals the one-latent decoder, so the
   mean code is decoded once.
   """
-  z = _posterior_code(params, batch["tokens"], batch["lengths"], cfg)
+  z = posterior_code(params, batch["tokens"], batch["lengths"], cfg)
   ids, _ = decoding.greedy_decode(params, z, cfg, max_len=max_len, inputless=inputless)
   ids = jax.device_get(ids)
   return [" ".join(vocab.decode(row)) for row, ok in zip(ids, batch["valid"]) if ok > 0]

@@ -22,6 +22,8 @@ from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import bounds
+from mimtext.evaluation import generation
+from mimtext.evaluation import probe
 from mimtext.evaluation import reconstruction
 from mimtext.models import sentence_ae
 
@@ -81,14 +83,51 @@ def describe_scoring(scoring: objectives.common.Scoring) -> dict[str, Any]:
           "word_keep": scoring.word_keep, "deterministic_z": scoring.deterministic_z}
 
 
+def posterior_codes(run: Run, split: corpus_lib.CorpusSplit, *, batch_size: int = 200
+                    ) -> np.ndarray:
+  """The deterministic code (`sentence_ae.posterior_code`) of every sentence of `split`: [n,d]."""
+  pipe = pipeline_lib.BatchPipeline(split.ids, global_batch_size=batch_size, seed=0,
+                                    shuffle=False, bucket_batches=0, drop_remainder=False)
+  codes = np.zeros((len(split.ids), run.model_cfg.latent_dim), np.float32)
+  for batch in pipe.epoch(0):
+    rows = batch["valid"] > 0
+    out = reconstruction.posterior_code(run.params, batch["tokens"], batch["lengths"],
+                                        run.model_cfg)
+    codes[batch["index"][rows]] = np.asarray(out)[rows]
+  return codes
+
+
+def label_probe(run: Run, train: corpus_lib.CorpusSplit, test: corpus_lib.CorpusSplit,
+                test_codes: np.ndarray, *, max_train: int = 20_000) -> dict[str, Any]:
+  """Accuracy of a linear probe of the labels (topic, class) on the codes, fitted on `train`."""
+  train = train.head(max_train)
+  train_codes = posterior_codes(run, train)
+  accuracy = probe.probe_accuracy(train_codes, train.labels, test_codes, test.labels)
+  counts = np.bincount(np.asarray(test.labels))
+  return {"probe_accuracy": accuracy, "probe_train_size": len(train.ids),
+          "probe_majority_rate": float(counts.max() / counts.sum())}
+
+
+def prior_sample_report(run: Run, *, num: int = 100, seed: int = 0, max_len: int = 40
+                        ) -> dict[str, Any]:
+  """Greedy decodes of `num` prior draws: the fraction of distinct sentences and a few of them."""
+  std = generation.default_prior_std(run.obj_cfg)
+  texts = generation.prior_samples(run.params, run.model_cfg, run.vocab,
+                                   jax.random.PRNGKey(seed), num=num, std=std, max_len=max_len,
+                                   scoring=objectives.common.scoring(run.obj_cfg))
+  return {"prior_std": std, "prior_distinct": len(set(texts)) / num, "prior_samples": texts[:5]}
+
+
 def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: int,
                    iw_samples: int | None = None, seed: int = 0, batch_size: int = 50,
                    max_decode_len: int = 0, num_examples: int = 5,
+                   probe_split: corpus_lib.CorpusSplit | None = None,
                    progress: bool = True) -> dict[str, Any]:
   """Every metric of DESIGN §4 implemented so far, over all sentences of `split` (none dropped).
 
   The model is scored as it was trained (`objectives.common.scoring`); `iw_samples` is K of the
-  importance-weighted bound (default: num_z_samples).
+  importance-weighted bound (default: num_z_samples). With `probe_split` (training sentences)
+  and labels on both splits, a linear probe of the label on the codes is fitted and scored.
   """
   n = len(split.ids)
   if n == 0:
@@ -139,6 +178,9 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
       "examples": [{"data": references[i], "mean_reconstruction": hypotheses[i]}
                    for i in range(min(num_examples, n))],
   })
+  report.update(prior_sample_report(run, seed=seed, max_len=max_len))
+  if probe_split is not None and probe_split.labels is not None and split.labels is not None:
+    report.update(label_probe(run, probe_split, split, terms["code"]))
   if split.log_probs is not None:
     report.update(true_entropy(split.log_probs, num_words))
   return report
@@ -216,10 +258,17 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
       f"BLEU-1 of greedy reconstructions from the posterior mean: {report['bleu1']:.4f}",
       f"  sacrebleu {report['bleu_signature']}",
   ]
+  if "probe_accuracy" in report:
+    lines.append(f"linear probe of the label on the codes: accuracy {report['probe_accuracy']:.3f} "
+                 f"(fitted on {report['probe_train_size']} training codes; majority class "
+                 f"{report['probe_majority_rate']:.3f})")
+  lines.append(f"prior samples z ~ N(0, {report['prior_std']:g}² I), greedy: "
+               f"{100 * report['prior_distinct']:.0f}% distinct of 100")
   if "true_nll" in report:
     lines.append(f"true per-sentence entropy of the corpus: {report['true_nll']:.3f} ± "
                  f"{report['true_nll_stderr']:.3f} nats (a valid bound cannot go below it)")
   lines += ["", "reconstructions (D data, M greedy from the posterior mean):"]
   for ex in report["examples"]:
     lines += [f"  D: {ex['data']}", f"  M: {ex['mean_reconstruction']}"]
+  lines += ["", "prior samples:"] + [f"  {text}" for text in report["prior_samples"]]
   return "\n".join(lines)

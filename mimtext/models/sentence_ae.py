@@ -34,6 +34,7 @@ FLOOR_MODES = ("clamp", "softplus", "none")
 SUMMARIES = ("last", "mean", "attention")
 CONDITIONS = ("init", "concat", "both")
 POSTERIORS = ("gaussian", "hsvae")
+EMBED_DROPOUT_SCOPES = ("both", "decoder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,11 @@ class ModelConfig:
   embed_dropout: float = 0.5
   output_dropout: float = 0.0        # dropout on decoder states before the softmax (seed 003 §5.1)
   reverse_encoder_input: bool = True  # seed 000 §4.2 (ignored by a bidirectional encoder)
+  # The official sMIM code (SentenceMIM-demo model.py), where seed 000 is silent: its encoder
+  # reads `<sos> w_1 … w_n` (reversed: w_n … w_1 <sos>, so <sos> is the last input), and it drops
+  # only the decoder's input embeddings ("decoder"); "both" also drops the encoder's.
+  encoder_reads_sos: bool = False
+  embed_dropout_scope: str = "both"
   posterior: str = "gaussian"        # "gaussian" or "hsvae" (seed 004 §3)
   # Floor on the posterior log-variance (DESIGN §7): "clamp" as the original sMIM code (zero
   # gradient below the floor), "softplus" for a smooth floor, "none" to leave it unbounded.
@@ -62,11 +68,14 @@ class ModelConfig:
   mi_head: bool = False
   # HSVAE only: the Beta concentrations of q(γ|x) are floor + softplus(raw) (DESIGN §7).
   concentration_floor: float = 1e-2
+  # 0: the per-layer PyTorch-style defaults of `nn`; s > 0: every weight, bias and embedding
+  # ~ U(−s, s) (seed 003 §5.1 uses s = 0.1).
+  init_scale: float = 0.0
 
   def __post_init__(self):
     for name, allowed in (("floor_mode", FLOOR_MODES), ("summary", SUMMARIES),
                           ("condition", CONDITIONS), ("posterior", POSTERIORS),
-                          ("cell", nn.CELLS)):
+                          ("cell", nn.CELLS), ("embed_dropout_scope", EMBED_DROPOUT_SCOPES)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
     for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim"):
@@ -80,6 +89,8 @@ class ModelConfig:
         raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
     if self.concentration_floor <= 0:
       raise ValueError(f"concentration_floor must be positive, got {self.concentration_floor}")
+    if not self.init_scale >= 0:
+      raise ValueError(f"init_scale must be >= 0 (0 = the default init), got {self.init_scale}")
 
   @property
   def summary_dim(self) -> int:
@@ -110,7 +121,11 @@ class Posterior(NamedTuple):
 
 
 def init_params(key: Array, cfg: ModelConfig) -> Params:
-  """Initialises every weight of the autoencoder."""
+  """Initialises every weight of the autoencoder.
+
+  With `cfg.init_scale` = s > 0 every array (weights, biases, embeddings) is then redrawn from
+  U(−s, s), as seed 003 §5.1 ("all model parameters and word embeddings ... U(−0.1, 0.1)").
+  """
   keys = iter(jax.random.split(key, 16 + cfg.encoder_highway + cfg.decoder_highway))
   e, h, d, v, s = cfg.embed_dim, cfg.hidden_dim, cfg.latent_dim, cfg.vocab_size, cfg.summary_dim
   init_encoder = nn.init_birnn if cfg.bidirectional else nn.init_rnn
@@ -137,7 +152,17 @@ def init_params(key: Array, cfg: ModelConfig) -> Params:
   if cfg.posterior == "hsvae":
     params["to_beta_a"] = nn.init_dense(next(keys), s, d)
     params["to_beta_b"] = nn.init_dense(next(keys), s, d)
+  if cfg.init_scale > 0:
+    params = _uniform_init(jax.random.fold_in(key, 0x5CA1E), params, cfg.init_scale)
   return params
+
+
+def _uniform_init(key: Array, params: Params, scale: float) -> Params:
+  """Every array of `params` redrawn from U(−scale, scale), each with its own key; same tree."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree_util.tree_unflatten(treedef, [
+      jax.random.uniform(k, x.shape, x.dtype, -scale, scale) for k, x in zip(keys, leaves)])
 
 
 def count_params(params: Params) -> int:
@@ -170,11 +195,19 @@ def encoder_summary(params: Params, tokens: Array, lengths: Array, cfg: ModelCon
                     dropout_key: Array | None = None) -> Array:
   """The fixed-size summary of a sentence that the posterior head reads: [b,s].
 
-  The encoder reads the words w_1 … w_n (neither <sos> nor <eos>).
+  The encoder reads the words w_1 … w_n (neither <sos> nor <eos>; valid length lengths − 2),
+  or with `cfg.encoder_reads_sos` `<sos> w_1 … w_n` (valid length lengths − 1), as the official
+  sMIM code does; reversed (seed 000 §4.2) that is w_n … w_1 <sos>, so <sos> is its last input.
+  The embeddings are dropped (`dropout_key` given) only when `cfg.embed_dropout_scope` is "both".
   """
   check_batch(tokens, lengths)
-  words = tokens[:, 1:]
-  mask = nn.sequence_mask(lengths - 2, words.shape[1])
+  if cfg.encoder_reads_sos:
+    words, num_read = tokens, lengths - 1
+  else:
+    words, num_read = tokens[:, 1:], lengths - 2
+  mask = nn.sequence_mask(num_read, words.shape[1])
+  if cfg.embed_dropout_scope != "both":
+    dropout_key = None
   x = _embed_dropped(params, words, cfg, dropout_key)
   if cfg.bidirectional:
     outputs, last = nn.birnn(params["encoder"], cfg.cell, x, mask)
@@ -198,7 +231,8 @@ def encode(params: Params, tokens: Array, lengths: Array, cfg: ModelConfig, *,
 
   Args:
     tokens: [b,t] int ids `<sos> w… <eos> <pad>…`; lengths: [b] real tokens incl. <sos>/<eos>.
-    dropout_key: enables embedding dropout (training) when given.
+    dropout_key: enables embedding dropout (training) when given and cfg.embed_dropout_scope is
+      "both"; with "decoder" the encoder is deterministic.
   """
   summary = encoder_summary(params, tokens, lengths, cfg, dropout_key=dropout_key)
   raw_log_var = nn.dense(params["to_log_var"], summary)
@@ -240,14 +274,15 @@ def decoder_hidden(params: Params, z: Array, tokens: Array, lengths: Array, cfg:
                    word_keep_rate: float | Array = 1.0) -> Array:
   """Decoder hidden states under teacher forcing: [b,t-1,h] (position k predicts tokens[:, k+1]).
 
-  The decoder reads `<sos> w_1 … w_n`; with `word_key`, each real input after <sos> is replaced by
-  <unk> with probability 1 − word_keep_rate (word dropout, seed 001 §3.2; 0 = inputless decoder).
+  The decoder reads `<sos> w_1 … w_n`; each real input after <sos> is replaced by <unk> with
+  probability 1 − word_keep_rate (word dropout, seed 001 §3.2; drawn with `word_key`). The Python
+  value 0.0 is the inputless decoder (every input after <sos> is <unk>; no key needed), 1.0 (the
+  default) feeds every word.
   """
   check_batch(tokens, lengths, z, cfg)
   inputs = tokens[:, :-1]
   mask = nn.sequence_mask(lengths - 1, inputs.shape[1])
-  if word_key is not None:
-    inputs = nn.word_dropout(word_key, inputs, mask, word_keep_rate, unk_id=vocab_lib.UNK_ID)
+  inputs = nn.word_dropout(word_key, inputs, mask, word_keep_rate, unk_id=vocab_lib.UNK_ID)
   x = _embed_dropped(params, inputs, cfg, dropout_key)
   code = decoder_code(params, z)
   if cfg.concat_z:
@@ -315,14 +350,32 @@ def multi_sample_log_likelihood(params: Params, zs: Array, tokens: Array, length
   average="loss": (1/k) Σ_j log p(x|z_j) (seed 003 Eq. 3).
   average="hidden": log p(x | h̄) with h̄_t = (1/k) Σ_j h_t(z_j), the decoder states averaged
   before the softmax at every step (seed 003 Eq. 7-8, LSTM-VAE-AVG). With k = 1 both equal
-  `sentence_log_likelihood`. The k decoders share dropout masks; vectorised with vmap.
+  `sentence_log_likelihood` (the keys are used unchanged, so the result is the same bit for bit).
+
+  With k > 1 the k decoder passes draw independent dropout masks, as the loop over samples of seed
+  003 does (§2 "we just place a loop before reparameterization", Fig. 2-3: one decoder pass per
+  z^(l)): pass j takes `dropout_key` and `word_key` folded with j, so its embedding dropout,
+  word dropout and (for "loss") output dropout masks are its own. For "hidden" the one averaged
+  state h̄ goes through output dropout with `dropout_key` folded with k. Vectorised with vmap.
   """
+  k = zs.shape[0]
+  dropout_key, word_key = kwargs.pop("dropout_key", None), kwargs.pop("word_key", None)
+
+  def sample_keys(j):
+    if k == 1:
+      return {"dropout_key": dropout_key, "word_key": word_key}
+    fold = lambda key: None if key is None else jax.random.fold_in(key, j)
+    return {"dropout_key": fold(dropout_key), "word_key": fold(word_key)}
+
   if average == "loss":
-    per_sample = jax.vmap(lambda z: sentence_log_likelihood(
-        params, z, tokens, lengths, cfg, include_eos=include_eos, **kwargs))(zs)
+    per_sample = jax.vmap(lambda z, j: sentence_log_likelihood(
+        params, z, tokens, lengths, cfg, include_eos=include_eos, **sample_keys(j), **kwargs))(
+            zs, jnp.arange(k))
     return per_sample.mean(axis=0)
   if average == "hidden":
-    hidden = jax.vmap(lambda z: decoder_hidden(params, z, tokens, lengths, cfg, **kwargs))(zs)
-    logits = output_logits(params, hidden.mean(axis=0), cfg, kwargs.get("dropout_key"))
+    hidden = jax.vmap(lambda z, j: decoder_hidden(
+        params, z, tokens, lengths, cfg, **sample_keys(j), **kwargs))(zs, jnp.arange(k))
+    out_key = dropout_key if (k == 1 or dropout_key is None) else jax.random.fold_in(dropout_key, k)
+    logits = output_logits(params, hidden.mean(axis=0), cfg, out_key)
     return _sum_tokens(token_log_likelihoods(logits, tokens, lengths), lengths, include_eos)
   raise ValueError(f"average must be 'loss' or 'hidden', got {average!r}")

@@ -39,11 +39,15 @@ class ObjectiveConfig:
   word_keep_*: decoder word dropout (seed 001 §3.2): keep rate constant, or linear from
     word_keep_start_rate at word_keep_start_step to word_keep_end_rate at word_keep_end_step
     (seed 002 §5.4: keep 0 at step 2,000 → keep 1 at step 20,000).
-  l1_weight / l2_weight: penalties on the posterior mean (the L1 / L2 baselines of seed 004).
+  l1_weight / l2_weight: l1 · mean_i(‖μ_i‖₁ + ‖σ_i‖₁), l2 · mean_i(‖μ_i‖₂² + ‖σ_i‖₂²) on the posterior
+    μ and σ (the VAE_L1 / VAE_L2 baselines of seed 004 §4.1.2).
   mi_weight, mi_max_len: λ and the generated length of the MI criterion (seed 002 Eq. 9).
   psi, lam, prior_alpha, prior_beta, concrete_temperature, concrete_hard, spike_scale: HSVAE
     (seed 004 Eq. 2; spike N(0, spike_scale²)); prior_gamma: MAT-VAE's prior spike probability.
   mmd_weight, mmd_kernel: MAT-VAE's λ MMD(q(z), p(z)) (seed 004 appendix B).
+  mim_batch_constant: A-MIM only: add the constant log(B) / B of the official sMIM training
+    script (B valid sentences in the batch; see `objectives.mim`). It has no gradient: only the
+    reported loss moves.
   """
   model: sentence_ae.ModelConfig
   name: str = "mim"
@@ -75,6 +79,7 @@ class ObjectiveConfig:
   prior_gamma: float = 0.8
   mmd_weight: float = 1.0
   mmd_kernel: str = "imq"
+  mim_batch_constant: bool = False
 
   def __post_init__(self):
     for name, allowed in (("kl_schedule", KL_SCHEDULES),
@@ -132,6 +137,41 @@ def word_keep(step: Array, cfg: ObjectiveConfig) -> float | Array:
   return cfg.word_keep_rate
 
 
+class Scoring(NamedTuple):
+  """How a trained model is scored (validation, evaluation, decoding): as it was trained.
+
+  word_keep: the decoder's word keep rate when scoring: 0.0 for a decoder trained inputless
+    (keep rate 0, seed 001 Table 2), else 1.0 (every input word, also after training with
+    0 < keep < 1, as seed 001 §3.2 evaluates its word-dropout models).
+  num_latents: L latents decoded jointly by averaging the L decoder states before the softmax
+    (seed 003 Eq. 7-8, sample_average="hidden"); 1 otherwise ("loss" averaging of L samples is
+    an estimator of the one-latent ELBO, so the model is the one-latent model).
+  deterministic_z: z = μ(x), the AE (seed 000 §4.5): its log-variance head never trained, so no
+    likelihood bound is defined.
+  trained_with_word_dropout: 0 < keep < 1 at some point of training (scored with all inputs).
+  """
+  word_keep: float
+  num_latents: int
+  deterministic_z: bool
+  trained_with_word_dropout: bool
+
+
+def scoring(cfg: ObjectiveConfig) -> Scoring:
+  """How a model trained with `cfg` is scored; see `Scoring`."""
+  if cfg.word_keep_schedule == "linear":
+    final_keep = cfg.word_keep_end_rate
+    rates = (cfg.word_keep_start_rate, cfg.word_keep_end_rate)
+  else:
+    final_keep = cfg.word_keep_rate
+    rates = (cfg.word_keep_rate,)
+  inputless = final_keep == 0.0
+  return Scoring(
+      word_keep=0.0 if inputless else 1.0,
+      num_latents=cfg.num_samples if cfg.sample_average == "hidden" else 1,
+      deterministic_z=cfg.name == "ae",
+      trained_with_word_dropout=any(r < 1.0 for r in rates) and not inputless)
+
+
 def batch_mean(values: Array, valid: Array) -> Array:
   """Mean of per-sentence values [b] over the valid rows (filler rows weigh 0)."""
   valid = valid.astype(jnp.float32)
@@ -144,11 +184,16 @@ def num_target_tokens(batch) -> Array:
 
 
 def reconstruct(params, zs: Array, batch, cfg: ObjectiveConfig, keys: StepKeys, step) -> Array:
-  """log p(x|z) per sentence from k samples zs [k,b,d], averaged as cfg.sample_average: [b]."""
-  keep = word_keep(step, cfg)
-  word_key = None if (isinstance(keep, float) and keep == 1.0) else keys.word_dropout
-  if word_key is None:
-    keep = 1.0
+  """log p(x|z) per sentence from k samples zs [k,b,d], averaged as cfg.sample_average: [b].
+
+  Training (`keys.word_dropout` given) draws word dropout at the scheduled keep rate; scoring
+  (deterministic keys) feeds the decoder as `scoring(cfg)` says: no inputs for an inputless
+  decoder, every word otherwise.
+  """
+  if keys.word_dropout is None:
+    keep, word_key = scoring(cfg).word_keep, None
+  else:
+    keep, word_key = word_keep(step, cfg), keys.word_dropout
   return sentence_ae.multi_sample_log_likelihood(
       params, zs, batch["tokens"], batch["lengths"], cfg.model, average=cfg.sample_average,
       dropout_key=keys.decoder_dropout, word_key=word_key, word_keep_rate=keep)
@@ -185,9 +230,7 @@ def posterior_metrics(post: sentence_ae.Posterior, z: Array, batch,
   z: one sample per sentence [b,d].
   """
   valid = batch["valid"]
-  row_std = jnp.mean(jnp.exp(0.5 * post.log_var), axis=-1)
-  row_floor = jnp.mean(
-      (post.raw_log_var <= cfg.log_var_floor + 1e-3).astype(jnp.float32), axis=-1)
+  row_std, row_floor = posterior_row_stats(post, cfg)
   return {
       "kl": batch_mean(distributions.normal_kl_standard(post.mean, post.log_var), valid),
       "log_q": batch_mean(distributions.normal_log_prob(z, post.mean, post.log_var), valid),
@@ -195,6 +238,20 @@ def posterior_metrics(post: sentence_ae.Posterior, z: Array, batch,
       "post_std": batch_mean(row_std, valid),
       "frac_at_floor": batch_mean(row_floor, valid),
   }
+
+
+def posterior_row_stats(post: sentence_ae.Posterior, cfg: sentence_ae.ModelConfig
+                        ) -> tuple[Array, Array]:
+  """Per sentence: the mean posterior σ over dimensions, and the fraction of dimensions whose
+  raw log-variance is at or below the floor (`distributions.fraction_at_floor`): ([b], [b]).
+
+  The one definition that training metrics, validation and evaluation share (DESIGN §7): the raw
+  log-variance is compared, so a smooth (softplus) floor that is never reached exactly still counts
+  a dimension pushed against it. Batch means weigh these rows by the validity mask.
+  """
+  row_std = jnp.mean(jnp.exp(0.5 * post.log_var), axis=-1)
+  row_floor = distributions.fraction_at_floor(post.raw_log_var, cfg.log_var_floor, axis=-1)
+  return row_std, row_floor
 
 
 def encode(params, batch, cfg: ObjectiveConfig, keys: StepKeys) -> sentence_ae.Posterior:

@@ -4,8 +4,11 @@ L = −(1/N) Σ_i [ (1/L) Σ_l log p(x_i|z_il) − β_t KL(q(z|x_i) ‖ N(0, I))
 
 with the KL in closed form, β_t from `common.kl_weight` (constant, linear or logistic annealing),
 optional free bits, L samples averaged in the loss or in the decoder states (seed 003), decoder word
-dropout (seed 001 §3.2, seed 002 §5.4), and optional L1 / L2 penalties on the posterior mean (the
-sparsity baselines of seed 004 §4): + l1 · mean_i ‖μ_i‖₁ + l2 · mean_i ‖μ_i‖₂².
+dropout (seed 001 §3.2, seed 002 §5.4), and optional L1 / L2 penalties on the posterior parameters
+μ and σ (the VAE_L1 / VAE_L2 baselines of seed 004 §4.1.2, "the activation of μ and σ of q(z|x)
+regularised by either L1 or L2 norms"), σ_i = exp(½ log σ_i²) (the floored log-variance):
+
+  + l1 · mean_i (‖μ_i‖₁ + ‖σ_i‖₁) + l2 · mean_i (‖μ_i‖₂² + ‖σ_i‖₂²),   μ_i, σ_i ∈ R^d.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ def vae_terms(params, batch, *, keys, step, cfg: common.ObjectiveConfig):
   beta = common.kl_weight(step, cfg)
   value = common.batch_mean(-log_px, batch["valid"]) + beta * common.kl_term(
       kl_dims, batch["valid"], cfg.free_bits)
+  std = jnp.exp(0.5 * post.log_var)  # σ [b,d] of the L1 / L2 penalties (unused otherwise)
   if cfg.l1_weight:
-    value += cfg.l1_weight * common.batch_mean(jnp.abs(post.mean).sum(-1), batch["valid"])
+    l1 = jnp.abs(post.mean).sum(-1) + std.sum(-1)  # ‖μ_i‖₁ + ‖σ_i‖₁ [b]
+    value += cfg.l1_weight * common.batch_mean(l1, batch["valid"])
   if cfg.l2_weight:
-    value += cfg.l2_weight * common.batch_mean(jnp.square(post.mean).sum(-1), batch["valid"])
+    l2 = jnp.square(post.mean).sum(-1) + jnp.square(std).sum(-1)  # ‖μ_i‖₂² + ‖σ_i‖₂² [b]
+    value += cfg.l2_weight * common.batch_mean(l2, batch["valid"])
   neg_elbo = common.batch_mean(kl - log_px, batch["valid"])
   # The criterion for validation (LR schedule, best checkpoint) is the unannealed −ELBO, so that
   # it does not improve merely because β_t is still small.

@@ -6,12 +6,34 @@ with one reparameterised sample per sentence (L > 1 averages all three terms ove
 The −½ log q term is unbounded below as the posterior σ → 0: the model's `log_var_floor` /
 `floor_mode` bound it, and the metrics report the fraction of dimensions at the floor and the mean
 σ (DESIGN §7).
+
+The official training script (SentenceMIM-demo train.py) also adds a constant: it adds log B to
+the batch's summed reconstruction NLL and then divides the whole loss by the batch size B, so its
+reported loss is L + log(B) / B. Where log B comes from: Eq. 13 bounds log p(z) ≥ log q(z|x') +
+log P(x'); with P the empirical distribution of a batch of B distinct sentences, log P(x_i) =
+−log B, the entropy H_P(x) = log B of Eq. 14 (as log N in the MELBO, Eq. 16). Eq. 14 carries it as
+½ H_P(x) = ½ log B per sentence; the script adds it once per batch instead, i.e. log(B) / B per
+sentence (B = 20: 0.1498 nats). With `cfg.mim_batch_constant` this module adds log(B) / B with B
+the number of valid sentences (filler rows excluded). It depends on no parameter (no gradient), so
+it moves only the reported `loss`; `criterion` stays the Algorithm 1 value.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+
 from mimtext import distributions
 from mimtext.objectives import common
+
+
+def batch_constant(valid) -> jax.Array:
+  """log(B) / B with B = Σ valid ≥ 1 the valid sentences of the batch: a scalar constant.
+
+  valid: [b] (1 real row, 0 filler). 0 when B = 1; no gradient (stop_gradient).
+  """
+  b = jnp.maximum(jnp.sum(jnp.asarray(valid, jnp.float32)), 1.0)
+  return jax.lax.stop_gradient(jnp.log(b) / b)
 
 
 def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic: bool = False):
@@ -22,7 +44,13 @@ def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic
   log_px = common.reconstruct(params, zs, batch, cfg, keys, step)
   log_q = distributions.normal_log_prob(zs, post.mean, post.log_var).mean(0)
   log_prior = distributions.standard_normal_log_prob(zs).mean(0)
-  value = -common.batch_mean(log_px + 0.5 * (log_q + log_prior), batch["valid"])
-  metrics = {"loss": value, "criterion": value, **common.reconstruction_metrics(log_px, batch),
+  criterion = -common.batch_mean(log_px + 0.5 * (log_q + log_prior), batch["valid"])
+  value = criterion
+  extra = {}
+  if cfg.mim_batch_constant:
+    extra["batch_constant"] = batch_constant(batch["valid"])
+    value = criterion + extra["batch_constant"]
+  metrics = {"loss": value, "criterion": criterion, **extra,
+             **common.reconstruction_metrics(log_px, batch),
              **common.posterior_metrics(post, zs[0], batch, cfg.model)}
   return value, metrics
