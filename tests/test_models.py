@@ -1,5 +1,7 @@
 """The sentence autoencoder and its objectives against an independent numpy implementation."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -206,3 +208,15 @@ def test_wrong_shapes_name_themselves(params):
     sentence_ae.encode(params, TOKENS, LENGTHS[:2], CFG)
   with pytest.raises(ValueError, match="z must be"):
     sentence_ae.sentence_log_likelihood(params, np.zeros((3, 7), np.float32), TOKENS, LENGTHS, CFG)
+
+
+def test_log_var_head_can_start_at_the_floor():
+  cfg = dataclasses.replace(CFG, log_var_init="floor")
+  params = sentence_ae.init_params(jax.random.PRNGKey(0), cfg)
+  tokens = np.array([[1, 4, 5, 2], [1, 6, 2, 0]], np.int32)
+  post = sentence_ae.encode(params, tokens, np.array([4, 3]), cfg)
+  np.testing.assert_array_equal(post.raw_log_var, cfg.log_var_floor)
+  default = sentence_ae.init_params(jax.random.PRNGKey(0), CFG)
+  assert np.all(np.asarray(default["to_log_var"]["b"]) > cfg.log_var_floor + 5)
+  with pytest.raises(ValueError, match="log_var_init"):
+    dataclasses.replace(CFG, log_var_init="zero")

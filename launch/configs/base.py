@@ -68,6 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.concentration_floor = 0.01  # HSVAE: Beta concentrations = floor + softplus(raw)
   c.model.log_var_floor = -10.0
   c.model.floor_mode = "clamp"  # "clamp" (as the original sMIM code), "softplus" or "none"
+  c.model.log_var_init = "default"  # log-variance head at init: "default" (σ ≈ 1) or "floor"
   c.model.init_scale = 0.0     # 0 = PyTorch-style layer defaults; s > 0: every param ~ U(−s, s)
 
   c.objective = ml_collections.ConfigDict()

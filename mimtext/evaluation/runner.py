@@ -267,6 +267,10 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   if "true_nll" in report:
     lines.append(f"true per-sentence entropy of the corpus: {report['true_nll']:.3f} ± "
                  f"{report['true_nll_stderr']:.3f} nats (a valid bound cannot go below it)")
+    gap = report["true_nll"] - report.get("melbo_nll", math.inf)
+    if gap > 2 * report["true_nll_stderr"]:
+      lines.append(f"MELBO is {gap:.3f} nats per sentence below the true entropy: it is not a "
+                   "bound on this model's NLL.")
   lines += ["", "reconstructions (D data, M greedy from the posterior mean):"]
   for ex in report["examples"]:
     lines += [f"  D: {ex['data']}", f"  M: {ex['mean_reconstruction']}"]

@@ -35,6 +35,7 @@ SUMMARIES = ("last", "mean", "attention")
 CONDITIONS = ("init", "concat", "both")
 POSTERIORS = ("gaussian", "hsvae")
 EMBED_DROPOUT_SCOPES = ("both", "decoder")
+LOG_VAR_INITS = ("default", "floor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,12 @@ class ModelConfig:
   # gradient below the floor), "softplus" for a smooth floor, "none" to leave it unbounded.
   log_var_floor: float = -10.0
   floor_mode: str = "clamp"
+  # The log-variance head at initialisation: "default" (the layer's init, σ ≈ 1 everywhere, as the
+  # official sMIM code) or "floor" (weights 0, bias at log_var_floor: σ starts at the floor). Under
+  # A-MIM σ falls to the floor within a few hundred steps anyway; the "default" start is a noisy
+  # first phase in which the decoder learns to ignore z, which slows sMIM down for thousands of
+  # steps (see launch/configs/quickstart.flags).
+  log_var_init: str = "default"
   # The auxiliary q_MI(z|x) head of the mutual-information criterion (seed 002 §4).
   mi_head: bool = False
   # HSVAE only: the Beta concentrations of q(γ|x) are floor + softplus(raw) (DESIGN §7).
@@ -75,7 +82,8 @@ class ModelConfig:
   def __post_init__(self):
     for name, allowed in (("floor_mode", FLOOR_MODES), ("summary", SUMMARIES),
                           ("condition", CONDITIONS), ("posterior", POSTERIORS),
-                          ("cell", nn.CELLS), ("embed_dropout_scope", EMBED_DROPOUT_SCOPES)):
+                          ("cell", nn.CELLS), ("embed_dropout_scope", EMBED_DROPOUT_SCOPES),
+                          ("log_var_init", LOG_VAR_INITS)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
     for name in ("vocab_size", "embed_dim", "hidden_dim", "latent_dim"):
@@ -125,6 +133,8 @@ def init_params(key: Array, cfg: ModelConfig) -> Params:
 
   With `cfg.init_scale` = s > 0 every array (weights, biases, embeddings) is then redrawn from
   U(−s, s), as seed 003 §5.1 ("all model parameters and word embeddings ... U(−0.1, 0.1)").
+  With `cfg.log_var_init` = "floor" the log-variance head then starts at the floor: zero weights,
+  bias `cfg.log_var_floor`.
   """
   keys = iter(jax.random.split(key, 16 + cfg.encoder_highway + cfg.decoder_highway))
   e, h, d, v, s = cfg.embed_dim, cfg.hidden_dim, cfg.latent_dim, cfg.vocab_size, cfg.summary_dim
@@ -154,6 +164,9 @@ def init_params(key: Array, cfg: ModelConfig) -> Params:
     params["to_beta_b"] = nn.init_dense(next(keys), s, d)
   if cfg.init_scale > 0:
     params = _uniform_init(jax.random.fold_in(key, 0x5CA1E), params, cfg.init_scale)
+  if cfg.log_var_init == "floor":
+    params["to_log_var"] = {"w": jnp.zeros_like(params["to_log_var"]["w"]),
+                            "b": jnp.full_like(params["to_log_var"]["b"], cfg.log_var_floor)}
   return params
 
 
