@@ -25,6 +25,8 @@ out, names = sys.argv[1], sys.argv[2:]
 print(f"{'config':<24}{'step':>6}{'rec':>9}{'KL':>9}{'ELBO NLL':>10}{'BLEU-1':>8}{'AU':>6}{'Hoyer':>7}")
 for n in names:
   r = json.load(open(os.path.join(out, n, "eval_valid.json")))
-  print(f"{n:<24}{r['step']:>6}{r['rec']:>9.2f}{r['kl']:>9.2f}{r['elbo_nll']:>10.2f}"
+  kl, elbo = (f"{r['kl']:>9.2f}", f"{r['elbo_nll']:>10.2f}") if "kl" in r else (
+      f"{'-':>9}", f"{'(AE)':>10}")   # an AE reports reconstruction only, no bound
+  print(f"{n:<24}{r['step']:>6}{r['rec']:>9.2f}{kl}{elbo}"
         f"{r['bleu1']:>8.3f}{r['active_units']:>6}{r['average_hoyer']:>7.3f}")
 PY

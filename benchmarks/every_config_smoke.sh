@@ -23,7 +23,8 @@ for flagfile in launch/configs/*.flags; do
     python - "$work/eval_valid.json" "$name" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{sys.argv[2]:<26} {r['step']:>6} {r['rec']:>10.2f} {r['kl']:>10.2f} ok")
+kl = f"{r['kl']:>10.2f}" if "kl" in r else f"{'(AE)':>10}"   # an AE reports no KL (no bound)
+print(f"{sys.argv[2]:<26} {r['step']:>6} {r['rec']:>10.2f} {kl} ok")
 PY
   else
     printf "%-26s %6s %10s %10s %s\n" "$name" - - - "$status"
