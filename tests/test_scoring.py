@@ -198,3 +198,21 @@ def test_floor_fraction_has_one_definition(params, floor_mode):
   np.testing.assert_allclose(terms["frac_at_floor"], [0.5, 0.5])
   np.testing.assert_allclose(float(metrics["post_std"]), float(np.mean(terms["post_std"])),
                              rtol=1e-6)
+
+
+def _header(path):
+  with open(path, encoding="utf-8") as f:
+    return "".join(line for line in f if line.startswith("#"))
+
+
+def test_every_config_that_cites_a_perplexity_names_its_convention():
+  import glob
+  import os
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cited = [p for p in glob.glob(os.path.join(repo, "launch", "configs", "*.flags"))
+           if "PPL" in _header(p)]
+  assert len(cited) >= 20
+  for path in cited:
+    assert any(f'"{label}"' in _header(path) for label in ("+eos", "-eos", "smim")), path
+  bowman = _header(os.path.join(repo, "launch", "configs", "bowman_ptb.flags"))
+  assert "<eos> counted" not in bowman and 'compare with "-eos"' in bowman
