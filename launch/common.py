@@ -1,8 +1,71 @@
-"""What the launch scripts share: quieting the INFO chatter of the libraries underneath."""
+"""What the launch scripts share: one-line errors for user mistakes, and quieting the INFO chatter
+of the libraries underneath."""
 
 import logging as py_logging
+import re
+import sys
+from typing import Callable, Sequence
 
+from absl import app
+from absl import flags
 from absl import logging
+import ml_collections
+from ml_collections import config_flags
+
+from mimtext import experiment
+from mimtext.data import text_files
+
+HINT = "Pass --helpshort or --helpfull to see help on flags."
+# Mistakes of the user (a flag value, a path, a corpus file), reported as one line, no traceback.
+USER_ERRORS = (app.UsageError, text_files.DataError, FileNotFoundError, NotADirectoryError)
+
+
+def exit_with_error(message: str, *, usage: bool = True) -> None:
+  """Prints `FATAL: message` (and the help hint for a usage error) to stderr; exits 1 (2 for usage)."""
+  first_line = str(message).strip().splitlines()[0] if str(message).strip() else "error"
+  print(f"FATAL: {first_line}", file=sys.stderr)
+  if usage:
+    print(HINT, file=sys.stderr)
+  sys.exit(2 if usage else 1)
+
+
+def run(main: Callable[[Sequence[str]], None],
+        user_errors: tuple[type[BaseException], ...] = USER_ERRORS) -> None:
+  """`app.run(main)`, printing the user errors of `main` as one line instead of the usage text or a
+  traceback. absl's own flag-parsing errors are one line already."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except app.UsageError as e:
+      exit_with_error(str(e))
+    except user_errors as e:
+      exit_with_error(str(e).strip("'\""), usage=False)
+
+  app.run(guarded)
+
+
+def define_config_flag(name: str, default: ml_collections.ConfigDict, help_string: str,
+                       argv: Sequence[str] | None = None):
+  """`config_flags.DEFINE_config_dict`, with a one-line error for a bad override.
+
+  ml_collections reads `--NAME.FIELD=V` overrides (and --flagfile contents) from sys.argv while the
+  flag is defined, at import time, so an unknown field or a missing flagfile would otherwise end
+  in a traceback. Checked first here: an unknown field names the closest existing one.
+  """
+  argv = list(sys.argv if argv is None else argv)
+  try:
+    expanded = flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)
+  except flags.Error as e:
+    exit_with_error(f"Flags parsing error: {e}")
+  pattern = re.compile(rf"^--?(?:no)?{re.escape(name)}\.([^=]+)")
+  for arg in expanded:
+    match = pattern.match(arg)
+    if match:
+      message = experiment.unknown_field_message(default, match.group(1))
+      if message is not None:
+        exit_with_error(message.replace("--config.", f"--{name}.", 2))
+  return config_flags.DEFINE_config_dict(name, default, help_string)
 
 _NOISY_PACKAGES = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/jax/_src/")
 

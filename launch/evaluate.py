@@ -10,7 +10,9 @@ prints a table and writes it as JSON to W/eval_SPLIT.json, and draws the trainin
 metrics.jsonl into W/curves.png. Logic lives in `mimtext.evaluation`.
 """
 
+import math
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -49,6 +51,19 @@ def _step_arg(value: str):
     raise app.UsageError(f"--step={value!r}: use best, latest or a step number") from None
 
 
+def non_finite_fields(report, prefix: str = "") -> list[str]:
+  """The (dotted) names of the numbers in `report` that are NaN or infinite."""
+  if isinstance(report, dict):
+    return [name for k, v in report.items() for name in non_finite_fields(v, f"{prefix}{k}.")]
+  if isinstance(report, (list, tuple)):
+    return [name for i, v in enumerate(report) for name in non_finite_fields(v, f"{prefix}{i}.")]
+  if isinstance(report, (int, float)) and not isinstance(report, bool):
+    return [] if math.isfinite(report) else [prefix.rstrip(".")]
+  if hasattr(report, "dtype") and getattr(report, "shape", None) == ():
+    return non_finite_fields(float(report), prefix)
+  return []
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -85,7 +100,12 @@ def main(argv):
   print(f"\nwrote {path}")
   if _PLOT.value and os.path.exists(os.path.join(run.workdir, "metrics.jsonl")):
     print(f"wrote {plots.plot_training_curves(run.workdir)}")
+  bad = non_finite_fields(report)
+  if bad:
+    print(f"error: non-finite evaluation results ({', '.join(bad[:8])}) for step "
+          f"{report.get('step', _STEP.value)} of {run.workdir}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

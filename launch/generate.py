@@ -13,7 +13,9 @@ from absl import flags
 from absl import logging
 import jax
 
+from launch import common
 from launch.configs import base
+from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.evaluation import generation
@@ -33,8 +35,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  step = _STEP.value if _STEP.value in ("best", "latest") else int(_STEP.value)
-  run = runner.load_run(_WORKDIR.value, step, defaults=base.get_config())
+  step = _STEP.value
+  if step not in ("best", "latest"):
+    try:
+      step = int(step)
+    except ValueError:
+      raise app.UsageError(f"--step={step!r}: use best, latest or a step number") from None
+  for flag in (_NUM_SAMPLES, _NUM_RECON, _MAX_LEN):
+    if flag.value < 0:
+      raise app.UsageError(f"--{flag.name}={flag.value}: must be >= 0")
+  try:
+    run = runner.load_run(_WORKDIR.value, step, defaults=base.get_config())
+  except (FileNotFoundError, checkpoint_lib.CheckpointError) as e:
+    raise app.UsageError(str(e)) from None
   prior_std = _PRIOR_STD.value
   if prior_std is None:
     prior_std = generation.default_prior_std(run.obj_cfg)
@@ -45,7 +58,9 @@ def main(argv):
                                        num=_NUM_SAMPLES.value, std=prior_std,
                                        max_len=_MAX_LEN.value, scoring=scoring):
     print(f"  {text}")
-  corpus = experiment.load_corpus(run.config, run.vocab)
+  corpus = experiment.load_corpus(run.config, run.vocab, splits=(_SPLIT.value,))
+  if _SPLIT.value not in corpus.splits:
+    raise app.UsageError(f"--split={_SPLIT.value!r}: the corpus has {sorted(corpus.splits)}")
   split = corpus.splits[_SPLIT.value].head(_NUM_RECON.value)
   print(f"\nreconstructions of {_SPLIT.value} sentences (D data, M mean, R sample, P perturbed):")
   rows = generation.reconstructions(run.params, run.model_cfg, run.vocab, split.ids,
@@ -59,4 +74,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -14,13 +14,11 @@ from absl import logging
 
 from launch import common
 import jax
-from ml_collections import config_flags
-
 from launch.configs import base
 from mimtext import experiment
 from mimtext import train as train_lib
 
-_CONFIG = config_flags.DEFINE_config_dict(
+_CONFIG = common.define_config_flag(
     "config", base.get_config(), "Experiment configuration; override fields as --config.FIELD=V.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocab.",
                                required=True)
@@ -60,9 +58,12 @@ def main(argv):
     config = config_from_flags()
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  if _DRY_RUN.value:
+  if _DRY_RUN.value:  # validated above, as a real run would be; nothing is written
     print(config.to_json_best_effort(indent=2, sort_keys=True))
     return
+  # A missing split or a malformed corpus file fails here, before the workdir is created. (Not
+  # under --dry_run: the flagfiles are checked where their corpora may be absent.)
+  experiment.check_corpus_files(config)
   if config.distributed:
     jax.distributed.initialize()
   logging.info("devices: %s; processes: %d", jax.devices(), jax.process_count())
@@ -70,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -123,6 +123,18 @@ def _first_mismatch(saved: dict[str, tuple], template: dict[str, tuple]) -> str 
   return None
 
 
+def _first_non_finite(tree: PyTree) -> str | None:
+  """The path of the first floating leaf of `tree` holding a NaN or an infinity, or None."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      leaf = leaf.addressable_data(0)  # replicated parameters: this process's copy
+    value = np.asarray(jax.device_get(leaf))
+    if jax.numpy.issubdtype(value.dtype, jax.numpy.inexact) and not np.all(
+        np.isfinite(value.astype(np.float32))):
+      return "/".join(_key_name(k) for k in path)
+  return None
+
+
 def _abstract_leaf(leaf: Any) -> jax.ShapeDtypeStruct:
   """A restore target for one template leaf; jax arrays keep their sharding."""
   if isinstance(leaf, jax.ShapeDtypeStruct):
@@ -282,12 +294,22 @@ class Checkpointer:
 
     Returns:
       True when this step became the new best.
+
+    Raises:
+      CheckpointError: when `step` is not newer than the latest saved step, or when a floating
+        parameter is NaN or infinite (nothing is written then, so every checkpoint on disk, and
+        in particular the latest one that pruning always keeps, has finite parameters).
     """
     step = int(step)
     latest = self.latest_step()
     if latest is not None and step <= latest:
       raise CheckpointError(
           f"cannot save step {step} in {self.directory}: step {latest} is already saved")
+    bad = _first_non_finite(params)
+    if bad is not None:
+      raise CheckpointError(
+          f"refusing to save step {step} in {self.directory}: parameter '{bad}' is not finite "
+          f"(the latest checkpoint, step {latest}, is kept)")
     metrics = {str(k): float(v) for k, v in metrics.items()}
     if self.best_metric not in metrics:
       _log.warning("metric %r absent from the metrics of step %d; it cannot become best",

@@ -8,6 +8,8 @@ name their `--config.` flag, and a resumed or evaluated run is matched against i
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 
 import ml_collections
@@ -15,6 +17,7 @@ import numpy as np
 
 from mimtext import objectives
 from mimtext.data import corpus as corpus_lib
+from mimtext.data import text_files
 from mimtext.data import vocab as vocab_lib
 from mimtext.models import sentence_ae
 
@@ -39,18 +42,25 @@ def objective_config(config: ml_collections.ConfigDict,
 
 
 def load_corpus(config: ml_collections.ConfigDict,
-                vocab: vocab_lib.Vocabulary | None = None) -> corpus_lib.Corpus:
-  """The experiment's corpus: the built-in grammar, or a directory of text splits."""
+                vocab: vocab_lib.Vocabulary | None = None, *,
+                splits: tuple[str, ...] | None = None) -> corpus_lib.Corpus:
+  """The experiment's corpus: the built-in grammar, or a directory of text splits.
+
+  Args:
+    config: the experiment config (its `data` block).
+    vocab: the vocabulary to encode with; None builds one.
+    splits: the splits a corpus directory must hold, checked before any file is read; default
+      `required_splits(config)` (what training reads). Evaluation passes the split it scores.
+
+  Raises:
+    text_files.DataError: a required split is missing (the message names the directory and the
+      file) or a file is malformed (named with its line).
+    FileNotFoundError: `data.corpus` names a corpus that is nowhere to be found.
+  """
   d = config.data
-  data_dir = d.data_dir or None
-  if data_dir is None and d.corpus != "builtin":
-    data_dir = corpus_lib.resolve_data_dir(None, d.corpus) or _shared_data_dir(d.corpus)
-    if data_dir is None:
-      raise FileNotFoundError(
-          f"corpus {d.corpus!r} not found: pass --data_dir=DIR (a directory with train.txt, "
-          f"valid.txt, test.txt) or set MIMTEXT_DATA to the folder that holds {d.corpus}/")
+  data_dir = corpus_dir(config)
   corpus = corpus_lib.load_corpus(
-      data_dir, vocab=vocab, min_count=d.min_count, max_vocab=d.max_vocab or None,
+      data_dir, vocab=vocab, required_splits=required_splits(config) if splits is None else splits, min_count=d.min_count, max_vocab=d.max_vocab or None,
       max_len=d.max_len or None, overflow=d.overflow, blank_lines=d.blank_lines,
       tfds_dir=d.tfds_dir or None, use_tfds=d.use_tfds, builtin_seed=d.builtin_seed,
       builtin_sizes={"train": d.builtin_train_size, "valid": d.builtin_eval_size,
@@ -59,6 +69,45 @@ def load_corpus(config: ml_collections.ConfigDict,
   if d.train_from_valid:
     corpus.splits.update(holdout_split(corpus.splits["valid"], d.holdout, seed=d.builtin_seed))
   return corpus
+
+
+def corpus_dir(config: ml_collections.ConfigDict) -> str | None:
+  """The corpus directory of the config (`data.data_dir`, else `data.corpus` found under
+  $MIMTEXT_DATA or ../shared/data); None for the built-in corpus.
+
+  Raises:
+    FileNotFoundError: `data.corpus` is found nowhere.
+  """
+  d = config.data
+  data_dir = d.data_dir or None
+  if data_dir is None and d.corpus != "builtin":
+    data_dir = corpus_lib.resolve_data_dir(None, d.corpus) or _shared_data_dir(d.corpus)
+    if data_dir is None:
+      raise FileNotFoundError(
+          f"corpus {d.corpus!r} not found: pass --data_dir=DIR (a directory with train.txt, "
+          f"valid.txt, test.txt) or set MIMTEXT_DATA to the folder that holds {d.corpus}/")
+  return data_dir
+
+
+def check_corpus_files(config: ml_collections.ConfigDict) -> None:
+  """Reads the split files a training run needs, so that a missing, undecodable or malformed file
+  fails before the run writes anything (a few MB of text: well under a second).
+
+  Raises:
+    text_files.DataError: naming the directory and file, or the file and line.
+    FileNotFoundError: `data.corpus` is found nowhere.
+  """
+  data_dir = corpus_dir(config)
+  if data_dir is None:
+    return
+  for split in required_splits(config):
+    text_files.read_lines(text_files.check_split_file(data_dir, split),
+                          blank_lines=config.data.blank_lines)
+
+
+def required_splits(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The splits a training run reads: `valid` (and `train` unless it trains from `valid`)."""
+  return ("valid",) if config.data.train_from_valid else ("train", "valid")
 
 
 def holdout_split(split: corpus_lib.CorpusSplit, holdout: int, *, seed: int
@@ -83,7 +132,7 @@ def _shared_data_dir(corpus: str) -> str | None:
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for parent in (os.getcwd(), repo):
     candidate = os.path.join(os.path.dirname(parent), "shared", "data", corpus)
-    if os.path.isfile(os.path.join(candidate, "train.txt")):
+    if text_files.available_splits(candidate):  # yahoo_topic, dbpedia: no train.txt
       return candidate
   return None
 
@@ -121,23 +170,51 @@ def check_resumable_config(config, saved: dict, workdir: str) -> None:
           "use another --workdir or the saved config")
 
 
+# The four special tokens (<pad> <sos> <eos> <unk>) plus at least one word.
+_MIN_VOCAB = len(vocab_lib.SPECIAL_TOKENS) + 1
+# Weights of loss terms: negative values would reward the penalty they stand for.
+_NON_NEGATIVE_FLOATS = ("objective.kl_weight", "objective.l1_weight", "objective.l2_weight",
+                        "objective.mi_weight", "objective.psi", "objective.lam",
+                        "objective.mmd_weight", "objective.free_bits", "objective.kl_logistic_k",
+                        "optimizer.clip_norm", "max_minutes", "model.embed_dropout",
+                        "model.output_dropout", "model.init_scale")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Fails before any work on a config value that cannot run, naming its `--config.` flag."""
+  """Fails before any work on a config value that cannot run, naming its `--config.` flag.
+
+  Every message has the form `--config.FIELD=VALUE: reason`. Checks the values themselves
+  (signs, ranges, choices, NaN / inf), the device count and the batch sizes against the visible
+  devices (skipped under `distributed`, where devices are known only after initialisation), and
+  that a `data.data_dir` holds the splits a training run reads.
+
+  Raises:
+    ValueError: the first invalid field.
+  """
 
   def fail(field, message):
     raise ValueError(f"--config.{field}={config_value(config, field)!r}: {message}")
 
+  for field, value in flatten_config(config).items():
+    if isinstance(value, float) and not math.isfinite(value):
+      fail(field, "must be a finite number")
   for field in ("batch_size", "eval_batch_size", "log_every_steps", "data.builtin_train_size",
                 "data.builtin_eval_size", "model.embed_dim",
                 "model.hidden_dim", "model.latent_dim", "eval.num_z_samples",
-                "eval.iw_samples"):
+                "eval.iw_samples", "data.min_count"):
     if config_value(config, field) <= 0:
       fail(field, "must be positive")
   for field in ("max_steps", "max_epochs", "max_minutes", "checkpoint_every_steps", "num_devices",
                 "data.max_len", "data.max_vocab", "data.bucket_batches",
-                "eval.max_valid_sentences"):
+                "eval.max_valid_sentences", "eval.max_decode_len"):
     if config_value(config, field) < 0:
       fail(field, "must be >= 0 (0 means no limit / default)")
+  for field in ("seed", "data.builtin_seed", "optimizer.plateau_patience", *_NON_NEGATIVE_FLOATS):
+    if field_exists(config, field) and config_value(config, field) < 0:
+      fail(field, "must be >= 0")
+  if 0 < config.data.max_vocab < _MIN_VOCAB:
+    fail("data.max_vocab", f"must be 0 (no limit) or >= {_MIN_VOCAB}: the "
+         f"{len(vocab_lib.SPECIAL_TOKENS)} special tokens {list(vocab_lib.SPECIAL_TOKENS)} plus a word")
   if field_exists(config, "early_stopping_patience") and config.early_stopping_patience < 0:
     fail("early_stopping_patience", "must be >= 0 (validations without improvement; 0 = off)")
   if not (config.max_steps or config.max_epochs or config.max_minutes):
@@ -164,8 +241,61 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     fail("optimizer.learning_rate", "must be positive")
   if not 0.0 < config.optimizer.plateau_factor <= 1.0:
     fail("optimizer.plateau_factor", "must be in (0, 1]")
-  if config.data.data_dir and not os.path.isdir(config.data.data_dir):
-    fail("data.data_dir", "is not a directory")
+  if not config.get("distributed", False):
+    _check_devices(config, fail)
+  if config.data.data_dir:
+    if not os.path.isdir(config.data.data_dir):
+      fail("data.data_dir", "is not a directory")
+    for split in required_splits(config):
+      try:
+        text_files.check_split_file(config.data.data_dir, split)
+      except text_files.DataError as e:
+        fail("data.data_dir", str(e))
+
+
+def _check_devices(config: ml_collections.ConfigDict, fail) -> None:
+  """`num_devices` fits the visible devices and every batch divides by the devices used."""
+  import jax  # pylint: disable=g-import-not-at-top  (only here: the rest needs no backend)
+
+  visible = jax.device_count()
+  if config.num_devices > visible:
+    fail("num_devices", f"only {visible} device(s) are visible ({jax.default_backend()})")
+  used = config.num_devices or visible
+  for field in ("batch_size", "eval_batch_size"):
+    if config_value(config, field) % used:
+      fail(field, f"must be divisible by the number of devices used ({used}); "
+           "set --config.num_devices or another batch size")
+
+
+def unknown_field_message(config: ml_collections.ConfigDict, field: str) -> str | None:
+  """None if `field` ("model.latent_dim") names a config field, else a one-line error with the
+  closest existing field as a suggestion."""
+  if field_exists(config, field):
+    return None
+  fields = list(flatten_config(config))
+  blocks = sorted({f.rsplit(".", 1)[0] for f in fields if "." in f})
+  candidates = difflib.get_close_matches(field, fields + blocks, n=1, cutoff=0.6)
+  if not candidates:  # e.g. model.latent -> model.latent_dim: compare the last part only
+    leaf = field.rsplit(".", 1)[-1]
+    candidates = [f for f in fields if f.rsplit(".", 1)[-1].startswith(leaf)][:1] or (
+        difflib.get_close_matches(leaf, fields, n=1, cutoff=0.5))
+  hint = f"; did you mean --config.{candidates[0]}?" if candidates else ""
+  return f"--config.{field}: no such config field{hint}"
+
+
+def flatten_config(config) -> dict:
+  """{"model.latent_dim": 128, ...}: every leaf of a ConfigDict (or dict) by its dotted path."""
+  flat = {}
+
+  def walk(prefix, block):
+    for key, value in block.items():
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        walk(f"{prefix}{key}.", value)
+      else:
+        flat[f"{prefix}{key}"] = value
+
+  walk("", config)
+  return flat
 
 
 def merge_config(defaults: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
@@ -185,14 +315,16 @@ def merge_config(defaults: ml_collections.ConfigDict, saved: dict) -> ml_collect
 
 
 def field_exists(config, field: str) -> bool:
+  """Whether the dotted path `field` names an entry of `config`."""
   try:
     config_value(config, field)
-  except (KeyError, AttributeError):
+  except (KeyError, AttributeError, TypeError):
     return False
   return True
 
 
 def config_value(config, field: str):
+  """The entry of `config` at the dotted path `field` ("model.latent_dim")."""
   value = config
   for part in field.split("."):
     value = value[part]

@@ -8,11 +8,15 @@ parses them and calls `train_and_evaluate(config, workdir)`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
+import signal
+import socket
+import threading
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -44,6 +48,14 @@ class TrainState(NamedTuple):
 
 class NonFiniteLossError(FloatingPointError):
   """The loss or gradient became NaN/inf; the offending update was not applied."""
+
+
+class TrainingInterrupted(RuntimeError):
+  """SIGTERM or SIGINT arrived; the current step was finished and saved before this was raised."""
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another live trainer holds the lock file of the workdir."""
 
 
 def make_optimizer(name: str, learning_rate: float, clip_norm: float = 0.0):
@@ -191,9 +203,9 @@ def _all_finite(*trees) -> Array:
 def make_train_step(loss_fn: LossFn, optimizer, cfg, mesh: Mesh):
   """A jitted, donated `train_step(state, batch, key) -> (state, metrics)` over `mesh`.
 
-  The step's randomness is `fold_in(key, state.step)`. A step whose loss or gradient is not
-  finite leaves the state unchanged (apart from nothing: not even the step counter) and reports
-  `metrics["finite"] = 0`, so the caller can stop without losing the last good parameters.
+  The step's randomness is `fold_in(key, state.step)`. A step whose loss, gradient or updated
+  parameters are not all finite leaves the state unchanged (not even the step counter) and reports
+  `metrics["finite"] = 0`, so the state it returns always has finite parameters.
   """
 
   def train_step(state: TrainState, batch, key):
@@ -202,7 +214,7 @@ def make_train_step(loss_fn: LossFn, optimizer, cfg, mesh: Mesh):
     (loss, metrics), grads = grad_fn(state.params, batch, key=step_key, step=state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = _all_finite(loss, grads)
+    finite = _all_finite(loss, grads, params)
     new_state = TrainState(state.step + 1, params, opt_state)
     state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
@@ -274,10 +286,43 @@ def format_duration(seconds: float) -> str:
 
 
 class MetricsWriter:
-  """Appends one JSON object per line to `workdir/metrics.jsonl` (process 0 only)."""
+  """Appends one JSON object per line to `workdir/metrics.jsonl` (process 0 only).
+
+  Each record is one complete line written by a single `os.write` on an `O_APPEND` descriptor and
+  fsynced, so a kill leaves at most a partial last line, never two records merged on one line.
+  """
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "metrics.jsonl")
+
+  def truncate_after(self, step: int) -> int:
+    """Keeps only the complete records with `step <= step` (a resume from that step); returns how
+    many lines were dropped. A partial (unterminated or unparsable) line is dropped too. The file
+    is rewritten atomically (temporary file + rename)."""
+    if jax.process_index() != 0 or not os.path.exists(self.path):
+      return 0
+    with open(self.path, "rb") as f:
+      lines = f.read().split(b"\n")
+    kept, dropped = [], 0
+    for i, line in enumerate(lines):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line) if i < len(lines) - 1 else None  # last piece lacks its "\n"
+      except ValueError:
+        record = None
+      if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+        kept.append(line + b"\n")
+      else:
+        dropped += 1
+    if dropped:
+      tmp = f"{self.path}.{os.getpid()}.tmp"
+      with open(tmp, "wb") as f:
+        f.write(b"".join(kept))
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, self.path)
+    return dropped
 
   def write(self, record: dict) -> None:
     if jax.process_index() != 0:
@@ -286,8 +331,15 @@ class MetricsWriter:
                  not isinstance(v, bool) else v) for k, v in record.items()}
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
              for k, v in clean.items()}
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(clean, sort_keys=True) + "\n")
+    line = (json.dumps(clean, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      written = os.write(fd, line)
+      if written != len(line):  # a regular file takes it whole; a full disk must not go unseen
+        raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
+      os.fsync(fd)
+    finally:
+      os.close(fd)
 
 
 def _mean_metrics(window: list[dict]) -> dict[str, float]:
@@ -353,24 +405,171 @@ def build_experiment(config: ml_collections.ConfigDict, vocab_size: int) -> Expe
                     init_state(config, model_cfg, optimizer, mesh))
 
 
+LOCK_FILE = "train.lock"
+
+
+class WorkdirLock:
+  """An exclusive lock file `workdir/train.lock` holding the owner's pid and hostname.
+
+  `acquire` creates it with O_EXCL. A lock left by a dead process of this host is taken over (with
+  a warning); a lock of a live process, or of another host (whose pid cannot be checked), is
+  refused with `WorkdirLockedError`. `release` removes it only while it is still ours.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self.owner = {"pid": os.getpid(), "hostname": socket.gethostname()}
+    self.held = False
+
+  def _read(self) -> dict | None:
+    try:
+      with open(self.path, encoding="utf-8") as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return None
+
+  def acquire(self) -> None:
+    for _ in range(3):
+      try:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+      except FileExistsError:
+        holder = self._read()
+        if holder is not None and not self._is_stale(holder):
+          raise WorkdirLockedError(
+              f"{os.path.dirname(self.path)} is in use by another trainer (pid {holder.get('pid')} "
+              f"on {holder.get('hostname')}, lock file {self.path}); wait for it, use another "
+              "--workdir, or delete the lock file if that process is gone") from None
+        logging.warning("taking over the stale lock %s of %s (that process is gone)", self.path,
+                        holder or "an unreadable owner")
+        try:
+          os.remove(self.path)
+        except FileNotFoundError:
+          pass
+        continue
+      with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(self.owner, f)
+      self.held = True
+      return
+    raise WorkdirLockedError(f"could not take the lock file {self.path}; another trainer races")
+
+  def _is_stale(self, holder: dict) -> bool:
+    if holder.get("hostname") != self.owner["hostname"]:
+      return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+      return True
+    if pid == self.owner["pid"]:
+      return False
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return True
+    except PermissionError:
+      return False
+    return False
+
+  def release(self) -> None:
+    if self.held and self._read() == self.owner:
+      os.remove(self.path)
+    self.held = False
+
+
+# Config fields a resume must keep (the flag that sets each): the pipeline state and the random
+# streams are only valid for the values they were saved with.
+_RESUME_FIXED = (("batch_size", "--batch_size"), ("seed", "--seed"),
+                 ("data.data_dir", "--data_dir"), ("data.corpus", "--config.data.corpus"),
+                 *((f"data.{f}", f"--config.data.{f}") for f in (
+                     "vocab_split", "train_from_valid", "holdout", "max_len", "overflow",
+                     "bucket_batches", "builtin_seed", "builtin_train_size")),
+                 ("optimizer.name", "--config.optimizer.name"),
+                 ("optimizer.clip_norm", "--config.optimizer.clip_norm"))
+
+
+def _config_get(tree: dict, field: str):
+  for part in field.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def check_resume_flags(config: ml_collections.ConfigDict, saved: dict, workdir: str) -> None:
+  """Refuses, before anything is written, a resume that changes a field the saved data pipeline
+  state, random streams or optimiser state depend on; the one-line message names the flag."""
+  current = config.to_dict()
+  for field, flag in _RESUME_FIXED:
+    was, now = _config_get(saved, field), _config_get(current, field)
+    if was is not None and was != now:
+      raise ValueError(
+          f"{flag}={now!r}: {workdir} holds a run with {field}={was!r}, and a resume must keep "
+          f"it; pass {flag}={was!r} or use another --workdir")
+
+
+@contextlib.contextmanager
+def _stop_signals():
+  """Within the block, SIGTERM and SIGINT only record their name in the yielded list (main thread
+  only; elsewhere the list stays empty). The previous handlers come back on exit."""
+  received: list[str] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+
+  def handler(signum, frame):
+    del frame
+    if received:  # a second signal while saving: give up at once
+      raise KeyboardInterrupt(f"second {signal.Signals(signum).name} while stopping")
+    received.append(signal.Signals(signum).name)
+    logging.warning("%s received: finishing the current step, then saving and stopping",
+                    received[0])
+
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield received
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def _tree_all_finite(tree) -> bool:
+  return bool(_all_finite(tree))
+
+
+def _copy_tree(tree):
+  return jax.tree_util.tree_map(jnp.copy, tree)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the experiment in `workdir`; returns the last validation metrics.
 
   Writes `config.json`, `vocab.txt`, `metrics.jsonl` and orbax checkpoints (latest and best by
   validation criterion) under `workdir`; resumes from the latest checkpoint when one exists.
+  Guarantees: a refused resume writes nothing (every condition is checked and the checkpoint is
+  restored before `config.json` is written); the last validation is always a checkpoint with its
+  criterion; every saved checkpoint has finite parameters; SIGTERM / SIGINT finish the current
+  step, save it and raise `TrainingInterrupted`; a second trainer on the same workdir is refused.
   """
   os.makedirs(workdir, exist_ok=True)
+  lock = WorkdirLock(workdir)
+  if jax.process_index() == 0:
+    lock.acquire()
+  try:
+    with _stop_signals() as signals:
+      return _train_and_evaluate(config, workdir, signals)
+  finally:
+    lock.release()
+
+
+def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, float]:
   ckpt = checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion")
   vocab_path = os.path.join(workdir, "vocab.txt")
   resuming = ckpt.latest_step() is not None
+  saved_config = None
   if resuming:
-    saved = checkpoint_lib.load_json(workdir, "config.json")
-    experiment.check_resumable_config(config, saved, workdir)
+    saved_config = checkpoint_lib.load_json(workdir, "config.json")
+    experiment.check_resumable_config(config, saved_config, workdir)
+    check_resume_flags(config, saved_config, workdir)
   vocab = vocab_lib.Vocabulary.load(vocab_path) if resuming else None
   corpus = experiment.load_corpus(config, vocab)
-  if jax.process_index() == 0:
-    corpus.vocab.save(vocab_path)
-    checkpoint_lib.save_json(workdir, "config.json", config.to_dict())
 
   exp = build_experiment(config, corpus.vocab.size)
   mesh, obj_cfg, state, opt = exp.mesh, exp.obj_cfg, exp.state, config.optimizer
@@ -385,37 +584,87 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   plateau = PlateauSchedule(opt.plateau_factor, opt.plateau_patience)
   early = EarlyStopping(config.get("early_stopping_patience", 0))
   epoch, data_iter = 0, None
+  writer = MetricsWriter(workdir)
   if resuming:
     restored = ckpt.restore("latest", params_template=state.params,
                             opt_state_template=state.opt_state)
     state = replicate(TrainState(jnp.asarray(restored["step"], jnp.int32), restored["params"],
                                  restored["opt_state"]), mesh)
     data_state = restored["data_state"]
-    data_iter, epoch = train_pipe.restore(data_state["pipeline"])
+    try:
+      data_iter, epoch = train_pipe.restore(data_state["pipeline"])
+    except ValueError as e:
+      raise ValueError(f"cannot resume {workdir}: {e}; resume with the flags in its "
+                       "config.json or use another --workdir") from None
     plateau = PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
                                          data_state.get("plateau"))
     early = EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),
                                      best=plateau.best)
+    saved_lr = _config_get(saved_config, "optimizer.learning_rate")
+    if saved_lr is not None and saved_lr != opt.learning_rate:
+      state = state._replace(opt_state=with_learning_rate(state.opt_state, opt.learning_rate))
+      logging.info("--config.optimizer.learning_rate=%.3g differs from the run's %.3g: the "
+                   "learning rate is now %.3g (it was %.3g at step %d)", opt.learning_rate,
+                   saved_lr, opt.learning_rate,
+                   float(restored["opt_state"].hyperparams["learning_rate"]), restored["step"])
     logging.info("resumed from step %d (epoch %d) in %s", restored["step"], epoch, workdir)
+  # Only now, with every resume condition checked, write: metrics.jsonl keeps the records up to
+  # the step training continues from (a fresh run: none), config.json describes what runs.
+  dropped = writer.truncate_after(int(state.step))
+  if dropped:
+    logging.info("dropped %d metrics.jsonl line(s) written after step %d (or cut short)", dropped,
+                 int(state.step))
+  if jax.process_index() == 0:
+    corpus.vocab.save(vocab_path)
+    checkpoint_lib.save_json(workdir, "config.json", config.to_dict())
 
   train_step, eval_step = exp.train_step(), exp.eval_step()
   key = jax.random.PRNGKey(config.seed + 1)
   eval_key = jax.random.PRNGKey(config.seed + 2)
-  writer = MetricsWriter(workdir)
   step = int(state.step)
   planned = total_steps(config, train_pipe.num_batches)
   window, window_tokens, window_start = [], 0, time.perf_counter()
   run_start, run_start_step, compiled = time.perf_counter(), step, False
   last_valid: dict[str, float] = {}
 
-  def save(metrics: dict[str, float]):
+  def data_state_now() -> dict:
     nonlocal data_iter
     if data_iter is None:
       data_iter = train_pipe.epoch(epoch)
-    data_state = {"pipeline": train_pipe.state(data_iter, epoch), "plateau": plateau.state(),
-                  "early_stopping": early.state()}
-    ckpt.save(step, params=state.params, opt_state=state.opt_state, data_state=data_state,
+    return {"pipeline": train_pipe.state(data_iter, epoch), "plateau": plateau.state(),
+            "early_stopping": early.state()}
+
+  # The states at the start of the previous and the current log window (copies: the train step
+  # donates its input): the last states known to have a finite loss and finite parameters.
+  snapshots: list[tuple[int, TrainState, dict]] = []
+
+  def snapshot():
+    snapshots.append((step, _copy_tree(state), data_state_now()))
+    del snapshots[:-2]
+
+  def save(metrics: dict[str, float]) -> int:
+    """Saves the current state at `step` (the loop saves each step at most once: a periodic save
+    that a validation follows at the same step is left to the validation); returns the step."""
+    if not _tree_all_finite(state.params):
+      raise NonFiniteLossError(f"parameters at step {step} are not all finite; not saved")
+    ckpt.save(step, params=state.params, opt_state=state.opt_state, data_state=data_state_now(),
               metrics=metrics)
+    return step
+
+  def save_last_good(bad_first: int) -> str:
+    """Saves the newest snapshot whose own loss was finite (one taken before `bad_first`)."""
+    good = [s for s in snapshots if s[0] < bad_first - 1]
+    if not good:
+      return "nothing was saved"
+    good_step, good_state, good_data = good[-1]
+    latest = ckpt.latest_step()
+    if latest is not None and good_step <= latest:
+      return f"the newest checkpoint on disk is step {latest}"
+    if not _tree_all_finite(good_state.params):
+      return "nothing was saved (the last kept state is not finite)"
+    ckpt.save(good_step, params=good_state.params, opt_state=good_state.opt_state,
+              data_state=good_data, metrics={"valid_criterion": float("nan")})
+    return f"the last good state was saved at step {good_step}"
 
   def flush_window(compile_seconds: float | None = None):
     """Logs the mean metrics of the steps since the last line (the first step alone, with its
@@ -427,10 +676,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if means.pop("finite") < 1.0:
       bad = [int(step) - len(window) + i + 1 for i, m in enumerate(jax.device_get(window))
              if m["finite"] < 1.0]
-      save({"valid_criterion": float("nan")})
+      where = save_last_good(bad[0])
       raise NonFiniteLossError(
-          f"non-finite loss or gradient at step(s) {bad[:5]} (objective {obj_cfg.name}); those "
-          f"updates were skipped and the last good state was saved at step {step} in {workdir}. "
+          f"non-finite loss, gradient or parameters at step(s) {bad[:5]} (objective "
+          f"{obj_cfg.name}); those updates were skipped and {where} in {workdir}. "
           "Lower the learning rate, set optimizer.clip_norm, or check the data.")
     elapsed = time.perf_counter() - window_start
     tok_s = window_tokens / max(elapsed, 1e-9)
@@ -455,7 +704,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       record["compile_seconds"] = compile_seconds
     writer.write(record)
     window, window_tokens, window_start = [], 0, time.perf_counter()
+    snapshot()
 
+  def interrupted():
+    flush_window()
+    latest = ckpt.latest_step()
+    saved_step = latest if latest == step else save({"valid_criterion": float("nan")})
+    ckpt.close()
+    message = (f"{signals[0]} received: stopped after step {saved_step} and saved it in "
+               f"{ckpt.directory}; rerun the same command to resume")
+    logging.warning("%s", message)
+    raise TrainingInterrupted(message)
+
+  snapshot()
   reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start) or early.stop_reason()
   while reason is None:
     if data_iter is None:
@@ -472,14 +733,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         jax.block_until_ready(metrics)
         flush_window(compile_seconds=time.perf_counter() - step_start)
         run_start, run_start_step, compiled = window_start, step, True
+      if signals:
+        interrupted()
       if step % config.log_every_steps == 0:
         flush_window()
-      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-        flush_window()
-        save({"valid_criterion": float("nan")})
       reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start)
       if reason:
         break
+      # A validation (and its save) follows at once at the end of the epoch: the periodic save
+      # is left to it, since one step is saved once.
+      if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+          and not _iterator_exhausted(data_iter)):
+        flush_window()
+        save({"valid_criterion": float("nan")})
     flush_window()
     epoch_done = reason is None or _iterator_exhausted(data_iter)
     if epoch_done:
@@ -500,6 +766,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    "criterion %.4f)", early.bad_validations, early.best)
     writer.write({"split": "valid", "step": step, "epoch": epoch, **last_valid})
     save({"valid_criterion": last_valid["criterion"]})
+    if snapshots and snapshots[-1][0] == step:
+      snapshots.pop()  # the plateau may have changed the learning rate: take a fresh snapshot
+    snapshot()
+    if signals:
+      interrupted()
     if reason is None:
       reason = (_stop_reason(step, epoch, config, time.perf_counter() - run_start)
                 or early.stop_reason())

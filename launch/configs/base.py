@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.holdout = 1000
   c.data.min_count = 1
   c.data.max_vocab = 0         # 0 = no limit
-  c.data.max_len = 0           # words per sentence; 0 = no limit
+  c.data.max_len = 100         # words per sentence (official sMIM code: 100); 0 = no limit
   c.data.overflow = "drop"     # "drop" or "truncate" sentences longer than max_len
   c.data.blank_lines = "skip"  # "skip" (and count) or "error"
   c.data.bucket_batches = 50

@@ -192,7 +192,8 @@ def load_corpus(data_dir: str | os.PathLike | None, *,
                 blank_lines: text_files.BlankLinePolicy = "skip",
                 tfds_dir: str | os.PathLike | None = None, use_tfds: bool = True,
                 builtin_seed: int = 0,
-                builtin_sizes: Mapping[str, int] | None = None) -> Corpus:
+                builtin_sizes: Mapping[str, int] | None = None,
+                required_splits: Sequence[str] = ()) -> Corpus:
   """Loads and encodes a corpus.
 
   Args:
@@ -210,23 +211,30 @@ def load_corpus(data_dir: str | os.PathLike | None, *,
     use_tfds: read through the TFDS `array_record` builder; False reads the text files directly.
     builtin_seed: seed of the built-in corpus.
     builtin_sizes: split sizes of the built-in corpus (default 10,000 / 1,000 / 1,000).
+    required_splits: splits `data_dir` must hold (e.g. ("train", "valid") for training); checked
+      before any file is read.
 
   Returns:
-    The `Corpus`.
+    The `Corpus`. The sentences dropped or truncated for `max_len` are logged per split.
 
   Raises:
-    text_files.DataError: a missing directory, no `vocab_split` split and no `vocab`, or a malformed
-      file (named with its line).
+    text_files.DataError: a missing directory, a missing required split, no `vocab_split` split
+      and no `vocab`, or a malformed file (named with its line).
   """
   if data_dir is None:
-    return _load_builtin(vocab=vocab, min_count=min_count, max_vocab=max_vocab, max_len=max_len,
-                         overflow=overflow, seed=builtin_seed, sizes=builtin_sizes)
+    corpus = _load_builtin(vocab=vocab, min_count=min_count, max_vocab=max_vocab,
+                           max_len=max_len, overflow=overflow, seed=builtin_seed,
+                           sizes=builtin_sizes)
+    _log_overflow(corpus, max_len)
+    return corpus
   data_dir = os.path.abspath(os.fspath(data_dir))
   if not os.path.isdir(data_dir):
     raise text_files.DataError(f"data directory {data_dir} does not exist")
   split_names = text_files.available_splits(data_dir)
   if not split_names:
     raise text_files.DataError(f"data directory {data_dir} holds no split file (*.txt)")
+  for split in required_splits:
+    text_files.check_split_file(data_dir, split)
   if vocab is None and vocab_split not in split_names:
     raise text_files.DataError(
         f"data directory {data_dir} has no '{vocab_split}' split to build the vocabulary from "
@@ -242,4 +250,18 @@ def load_corpus(data_dir: str | os.PathLike | None, *,
                                  labels=_split_labels(data_dir, split, text.line_numbers))
             for split, text in texts.items()}
   name = os.path.basename(os.path.normpath(data_dir))
-  return Corpus(vocab=vocab, splits=splits, name=name, data_dir=data_dir)
+  corpus = Corpus(vocab=vocab, splits=splits, name=name, data_dir=data_dir)
+  _log_overflow(corpus, max_len)
+  return corpus
+
+
+def _log_overflow(corpus: Corpus, max_len: int | None) -> None:
+  """Logs, per split, how many sentences longer than `max_len` words were dropped or truncated."""
+  for name, split in corpus.splits.items():
+    total = len(split) + split.num_dropped
+    if split.num_dropped:
+      logging.info("corpus %s/%s: dropped %d of %d sentences longer than max_len=%d words",
+                   corpus.name, name, split.num_dropped, total, max_len)
+    if split.num_truncated:
+      logging.info("corpus %s/%s: truncated %d of %d sentences to max_len=%d words",
+                   corpus.name, name, split.num_truncated, total, max_len)

@@ -58,9 +58,10 @@ def available_splits(directory: str | os.PathLike) -> list[str]:
 
 
 def _decode_utf8(path: str, data: bytes) -> str:
-  """Decodes `data`, naming the line and byte offset of the first invalid byte on failure."""
+  """Decodes `data` (a leading UTF-8 byte order mark is dropped), naming the line and byte offset
+  of the first invalid byte on failure."""
   try:
-    return data.decode("utf-8")
+    return data.decode("utf-8").removeprefix("\ufeff")
   except UnicodeDecodeError as e:
     line_number = data.count(b"\n", 0, e.start) + 1
     column = e.start - (data.rfind(b"\n", 0, e.start) + 1)
@@ -89,7 +90,8 @@ def read_lines(path: str | os.PathLike, *, blank_lines: BlankLinePolicy = "skip"
 
   Raises:
     DataError: the file is missing, is empty or holds only blank lines, has a blank line under
-      `blank_lines="error"`, or is not valid UTF-8. The message names the file and line.
+      `blank_lines="error"`, holds a NUL byte, or is not valid UTF-8. The message names the file
+      and line. A leading byte order mark is not an error: it is dropped.
   """
   if blank_lines not in ("skip", "error"):
     raise ValueError(f"blank_lines must be 'skip' or 'error', got {blank_lines!r}")
@@ -102,6 +104,9 @@ def read_lines(path: str | os.PathLike, *, blank_lines: BlankLinePolicy = "skip"
     raise DataError(f"{path}: file is empty (0 bytes)")
   lines, line_numbers, blank_numbers = [], [], []
   for line_number, raw in enumerate(_raw_lines(_decode_utf8(path, data)), start=1):
+    if "\x00" in raw:
+      raise DataError(f"{path}:{line_number}: NUL byte (\\x00) at column {raw.index(chr(0)) + 1}; "
+                      "is this a binary file?")
     tokens = raw.split()
     if not tokens:
       if blank_lines == "error":

@@ -164,8 +164,9 @@ class Vocabulary:
     """
     if min_count < 1:
       raise ValueError(f"min_count must be >= 1, got {min_count}")
-    if max_size is not None and max_size < len(SPECIAL_TOKENS):
-      raise ValueError(f"max_size must be >= {len(SPECIAL_TOKENS)} (the specials), got {max_size}")
+    if max_size is not None and max_size <= len(SPECIAL_TOKENS):
+      raise ValueError(f"max_size must be >= {len(SPECIAL_TOKENS) + 1} (the {len(SPECIAL_TOKENS)} "
+                       f"specials plus a word), got {max_size}")
     counts = collections.Counter(token for line in lines for token in line.split())
     words = sorted((word for word, count in counts.items()
                     if count >= min_count and word not in _RESERVED_TOKENS),

@@ -1,0 +1,210 @@
+"""Bad input and bad values are refused before any work, with one line naming the input or flag.
+
+In-process tests of `experiment.validate_config` (what `--dry_run` runs) and of corpus loading; a
+few subprocess tests check what the command lines print: one line, no traceback, no --help dump,
+and nothing written to the workdir.
+"""
+
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from launch.configs import base
+from mimtext import experiment
+from mimtext.data import corpus as corpus_lib
+from mimtext.data import text_files
+from mimtext.data import vocab as vocab_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(**fields):
+  """The base config with dotted `fields` ("optimizer__clip_norm" for optimizer.clip_norm) set."""
+  config = base.get_config()
+  for name, value in fields.items():
+    *parents, leaf = name.split("__")
+    target = config
+    for part in parents:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
+def _corpus_dir(tmp_path, files: dict[str, bytes]) -> pathlib.Path:
+  directory = tmp_path / "corpus"
+  directory.mkdir()
+  for name, data in files.items():
+    (directory / name).write_bytes(data)
+  return directory
+
+
+# Item 1: values that used to pass --dry_run (and fail later, or never).
+@pytest.mark.parametrize("field,value,reason", [
+    ("seed", -1, "must be >= 0"),
+    ("data.min_count", 0, "must be positive"),
+    ("data.max_vocab", 2, "the 4 special tokens"),
+    ("data.max_vocab", 4, "plus a word"),
+    ("num_devices", 5, "only 4 device(s) are visible"),
+    ("batch_size", 10, "divisible by the number of devices used (4)"),
+    ("eval_batch_size", 30, "divisible by the number of devices used (4)"),
+    ("optimizer.clip_norm", -1.0, "must be >= 0"),
+    ("optimizer.plateau_patience", -1, "must be >= 0"),
+    ("objective.kl_weight", -1.0, "must be >= 0"),
+    ("objective.mi_weight", -0.5, "must be >= 0"),
+    ("objective.mmd_weight", -1.0, "must be >= 0"),
+    ("optimizer.learning_rate", float("nan"), "finite"),
+    ("optimizer.learning_rate", float("inf"), "finite"),
+    ("eval.max_decode_len", -1, "must be >= 0"),
+])
+def test_validate_config_refuses_bad_values(field, value, reason):
+  config = _config(**{field.replace(".", "__"): value})
+  with pytest.raises(ValueError) as info:
+    experiment.validate_config(config)
+  message = str(info.value)
+  assert message.startswith(f"--config.{field}={value!r}: "), message
+  assert reason in message and "\n" not in message
+
+
+def test_validate_config_accepts_the_defaults_and_a_batch_for_the_devices_asked():
+  experiment.validate_config(base.get_config())  # batch 20 and eval batch 100 on 4 devices
+  experiment.validate_config(_config(num_devices=2, batch_size=10, eval_batch_size=30))
+
+
+def test_validate_config_skips_device_checks_when_distributed():
+  experiment.validate_config(_config(distributed=True, num_devices=64, batch_size=128))
+
+
+@pytest.mark.parametrize("field,suggestion", [
+    ("model.latent", "model.latent_dim"),
+    ("model.latnet_dim", "model.latent_dim"),
+    ("optimizer.learning_rat", "optimizer.learning_rate"),
+    ("objectiv.kl_weight", "objective.kl_weight"),
+])
+def test_unknown_field_gets_a_did_you_mean(field, suggestion):
+  message = experiment.unknown_field_message(base.get_config(), field)
+  assert message == (f"--config.{field}: no such config field; did you mean "
+                     f"--config.{suggestion}?")
+
+
+def test_unknown_field_message_is_none_for_known_fields():
+  assert experiment.unknown_field_message(base.get_config(), "model.latent_dim") is None
+  assert experiment.unknown_field_message(base.get_config(), "seed") is None
+
+
+def test_vocabulary_needs_room_for_a_word():
+  with pytest.raises(ValueError, match="specials plus a word"):
+    vocab_lib.Vocabulary.build(["a b"], max_size=4)
+  assert vocab_lib.Vocabulary.build(["a b a"], max_size=5).size == 5
+
+
+# Item 2: data.
+def test_missing_valid_split_names_directory_and_file(tmp_path):
+  directory = _corpus_dir(tmp_path, {"train.txt": b"a b\n", "test.txt": b"a\n"})
+  config = _config(data__data_dir=str(directory), data__use_tfds=False)
+  expected = f"data directory {directory} has no 'valid' split ({directory}/valid.txt is missing)"
+  for check in (experiment.validate_config, experiment.check_corpus_files,
+                experiment.load_corpus):
+    with pytest.raises(text_files.DataError if check is not experiment.validate_config
+                       else ValueError) as info:
+      check(config)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_train_from_valid_needs_only_the_valid_split(tmp_path):
+  directory = _corpus_dir(tmp_path, {"valid.txt": b"a b\nb c\na c\n"})
+  config = _config(data__data_dir=str(directory), data__use_tfds=False,
+                   data__train_from_valid=True, data__holdout=1, data__vocab_split="valid")
+  experiment.validate_config(config)
+  experiment.check_corpus_files(config)
+  assert len(experiment.load_corpus(config).splits["train"]) == 2
+
+
+def test_byte_order_mark_is_stripped(tmp_path):
+  directory = _corpus_dir(tmp_path, {"train.txt": "\ufeffhello world\nhello\n".encode("utf-8"),
+                                     "valid.txt": "\ufeffworld\n".encode("utf-8")})
+  assert text_files.read_lines(directory / "train.txt").lines == ["hello world", "hello"]
+  corpus = corpus_lib.load_corpus(directory, use_tfds=False)
+  assert "\ufeffhello" not in corpus.vocab.tokens and "hello" in corpus.vocab.tokens
+  assert corpus.vocab.decode(corpus.splits["valid"].ids[0]) == ["world"]
+
+
+def test_nul_byte_is_refused_with_file_and_line(tmp_path):
+  directory = _corpus_dir(tmp_path, {"train.txt": b"a b\nc\x00d e\n"})
+  with pytest.raises(text_files.DataError) as info:
+    text_files.read_lines(directory / "train.txt")
+  assert str(info.value).startswith(f"{directory / 'train.txt'}:2: NUL byte")
+
+
+def test_max_len_defaults_to_100_words():
+  assert base.get_config().data.max_len == 100
+
+
+def test_dropped_and_truncated_sentences_are_logged(tmp_path, caplog):
+  directory = _corpus_dir(tmp_path, {"train.txt": b"a b c d\na b\n", "valid.txt": b"a b c\n"})
+  with caplog.at_level(logging.INFO):
+    corpus_lib.load_corpus(directory, use_tfds=False, max_len=2)
+    corpus_lib.load_corpus(directory, use_tfds=False, max_len=2, overflow="truncate")
+  text = caplog.text
+  assert "corpus/train: dropped 1 of 2 sentences longer than max_len=2 words" in text
+  assert "corpus/valid: dropped 1 of 1 sentences" in text
+  assert "corpus/train: truncated 1 of 2 sentences to max_len=2 words" in text
+
+
+# Items 2 and 3: what the command lines print.
+def _run(module, *args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.environ.get(
+      "MIMTEXT_TEST_JAX_CACHE", "/tmp/mimtext_test_jax_cache"))
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def _assert_one_line(proc, message):
+  assert proc.returncode != 0
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert "Traceback" not in proc.stderr and "flags:" not in proc.stderr, proc.stderr[-3000:]
+  assert lines and message in lines[0] and len(lines) <= 2, proc.stderr[-3000:]
+
+
+def test_train_prints_one_line_for_an_undecodable_file_and_writes_nothing(tmp_path):
+  directory = _corpus_dir(tmp_path, {"train.txt": b"a b\n\xff c\n", "valid.txt": b"a b\n"})
+  workdir = tmp_path / "never"
+  proc = _run("launch.train", "--flagfile=launch/configs/quickstart.flags",
+              f"--workdir={workdir}", f"--data_dir={directory}")
+  _assert_one_line(proc, f"{directory}/train.txt:2: not valid UTF-8")
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.model.foo=3"], "--config.model.foo: no such config field; did you mean"),
+    (["--config.model.latent=3"], "did you mean --config.model.latent_dim?"),
+    (["--flagfile=launch/configs/no_such.flags"], "Unable to open flagfile"),
+    (["--seed=-1"], "--config.seed=-1: must be >= 0"),
+    (["--config.optimizer.learning_rate=nan"], "--config.optimizer.learning_rate=nan"),
+    (["--batch_size=0"], "--config.batch_size=0: must be positive"),
+])
+def test_train_usage_errors_are_one_line(tmp_path, args, message):
+  workdir = tmp_path / "never"
+  proc = _run("launch.train", "--flagfile=launch/configs/quickstart.flags",
+              f"--workdir={workdir}", "--dry_run", *args)
+  _assert_one_line(proc, message)
+  assert "Pass --helpshort" in proc.stderr
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--workdir=/nonexistent"], "--workdir=/nonexistent does not exist"),
+    (["--workdir=/tmp", "--step=abc"], "--step='abc'"),
+    (["--workdir=/tmp", "--flagfile=no_such.flags"], "Unable to open flagfile"),
+])
+def test_generate_usage_errors_are_one_line(args, message):
+  _assert_one_line(_run("launch.generate", *args), message)
+
+
+# Item 4.
+def test_multihost_timeout_is_generous_for_a_busy_machine():
+  from tests import test_multihost  # pylint: disable=g-import-not-at-top
+  assert test_multihost.TIMEOUT_S >= 900

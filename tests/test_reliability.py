@@ -1,0 +1,289 @@
+"""Issue 7: nothing a training run writes is ever lost or wrong (checkpoints, config.json,
+metrics.jsonl, signals, locks, resumed hyper-parameters, evaluation exit status)."""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from launch.configs import base
+from mimtext import checkpoint as checkpoint_lib
+from mimtext import train as train_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+_TINY = {"model.embed_dim": 8, "model.hidden_dim": 16, "model.latent_dim": 4,
+         "data.builtin_train_size": 64, "data.builtin_eval_size": 20, "batch_size": 16,
+         "eval_batch_size": 20, "log_every_steps": 2, "num_devices": 1, "max_epochs": 0}
+
+
+def _config(**fields):
+  """The base config at a toy size; `fields` uses "__" for "." (e.g. optimizer__name)."""
+  config = base.get_config()
+  for field, value in {**_TINY, **{k.replace("__", "."): v for k, v in fields.items()}}.items():
+    *parents, leaf = field.split(".")
+    target = config
+    for part in parents:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def _params_template(workdir):
+  config = _config()
+  return train_lib.build_experiment(config, _vocab_size(workdir)).state.params
+
+
+def _vocab_size(workdir):
+  with open(os.path.join(workdir, "vocab.txt"), encoding="utf-8") as f:
+    return sum(1 for line in f if line.strip())
+
+
+def _all_finite(tree):
+  return all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(tree))
+
+
+# ------------------------------------------------------------------------------------------- 1
+
+
+def test_periodic_saves_at_epoch_ends_and_at_max_steps_keep_the_validation(tmp_path):
+  # 64 sentences at batch 16: 4 steps an epoch; a periodic save every 2 steps falls on the epoch
+  # end (step 4) and on max_steps (6), where a validation saves the same step.
+  workdir = str(tmp_path / "run")
+  train_lib.train_and_evaluate(_config(max_steps=6, checkpoint_every_steps=2), workdir)
+  with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
+    assert ckpt.latest_step() == 6
+    assert ckpt.best_step() in (4, 6) and ckpt.best_value() is not None
+    metrics = ckpt.restore("latest", params_template=_params_template(workdir))["metrics"]
+  assert np.isfinite(metrics["valid_criterion"])
+  valid = [r["step"] for r in _records(workdir) if r["split"] == "valid"]
+  assert valid == [4, 6]
+
+
+# ------------------------------------------------------------------------------------------- 2
+
+
+def test_checkpointer_refuses_non_finite_parameters_and_keeps_the_last_sound_step(tmp_path):
+  params = {"w": jnp.ones((2, 3))}
+  with checkpoint_lib.Checkpointer(str(tmp_path)) as ckpt:
+    ckpt.save(1, params=params, opt_state={}, data_state={}, metrics={"valid_loss": 1.0})
+    bad = {"w": params["w"].at[0, 1].set(jnp.inf)}
+    with pytest.raises(checkpoint_lib.CheckpointError, match=r"parameter 'w' is not finite"):
+      ckpt.save(2, params=bad, opt_state={}, data_state={}, metrics={"valid_loss": 0.5})
+    assert ckpt.all_steps() == [1]
+
+
+def test_train_step_rejects_an_update_that_makes_parameters_non_finite():
+  from mimtext import objectives
+  from mimtext.models import sentence_ae
+  model = sentence_ae.ModelConfig(vocab_size=20, embed_dim=8, hidden_dim=16, latent_dim=4)
+  mesh = train_lib.make_mesh(1)
+  cfg = objectives.ObjectiveConfig(model=model, name="ae")
+  opt = train_lib.make_optimizer("sgd", float("inf"))  # finite loss and gradients, inf update
+  params = sentence_ae.init_params(jax.random.PRNGKey(0), model)
+  state = train_lib.replicate(train_lib.TrainState(jnp.asarray(0), params, opt.init(params)), mesh)
+  step_fn = train_lib.make_train_step(objectives.get_loss("ae"), opt, cfg, mesh)
+  rows = 4
+  tokens = np.tile(np.array([[1, 5, 6, 7, 2, 0]], np.int32), (rows, 1))
+  batch = {"tokens": tokens, "lengths": np.full(rows, 5, np.int32),
+           "index": np.arange(rows, dtype=np.int32), "valid": np.ones(rows, np.float32)}
+  state, metrics = step_fn(state, train_lib.shard_batch(batch, mesh), jax.random.PRNGKey(1))
+  assert float(metrics["finite"]) == 0.0 and int(state.step) == 0
+  assert _all_finite(state.params)
+
+
+def test_a_diverging_run_saves_only_finite_parameters_whose_loss_was_finite(tmp_path):
+  workdir = str(tmp_path / "run")
+  # SGD at lr 30 diverges within the first epoch of 10 steps (step 5 here).
+  config = _config(max_steps=40, log_every_steps=1, optimizer__name="sgd",
+                   optimizer__learning_rate=30.0, objective__name="ae",
+                   data__builtin_train_size=160)
+  with pytest.raises(train_lib.NonFiniteLossError, match="non-finite") as info:
+    train_lib.train_and_evaluate(config, workdir)
+  message = str(info.value)
+  with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
+    steps = ckpt.all_steps()
+    for step in steps:
+      assert _all_finite(ckpt.restore(step, params_template=_params_template(workdir))["params"])
+  assert steps, message
+  first_bad = int(message.split("step(s) [")[1].split("]")[0].split(",")[0])
+  # The state kept in memory whose own loss was finite, i.e. taken before the first bad step.
+  assert "the last good state was saved at step" in message, message
+  saved = int(message.split("saved at step ")[1].split()[0])
+  assert saved == steps[-1] and saved < first_bad - 1, message
+  assert not os.path.exists(os.path.join(workdir, train_lib.LOCK_FILE))
+
+
+# ------------------------------------------------------------------------------------------- 3
+
+
+@pytest.fixture(scope="module")
+def four_steps(tmp_path_factory):
+  """A finished 4-step run (one epoch), copied by the tests that resume it."""
+  workdir = str(tmp_path_factory.mktemp("four") / "run")
+  train_lib.train_and_evaluate(_config(max_steps=4), workdir)
+  return workdir
+
+
+def _copy(src, tmp_path):
+  dst = str(tmp_path / "copy")
+  subprocess.run(["cp", "-a", src, dst], check=True)
+  return dst
+
+
+@pytest.mark.parametrize("fields,flag", [
+    ({"batch_size": 8}, "--batch_size=8"),
+    ({"seed": 3}, "--seed=3"),
+    ({"data__data_dir": "/no/such/corpus"}, "--data_dir='/no/such/corpus'"),
+    ({"optimizer__name": "sgd"}, "--config.optimizer.name='sgd'"),
+])
+def test_a_refused_resume_names_the_flag_and_leaves_config_json_alone(four_steps, tmp_path,
+                                                                      fields, flag):
+  workdir = _copy(four_steps, tmp_path)
+  before = pathlib.Path(workdir, "config.json").read_bytes()
+  with pytest.raises(ValueError, match="^" + re.escape(flag)) as info:
+    train_lib.train_and_evaluate(_config(max_steps=8, **fields), workdir)
+  assert "\n" not in str(info.value)
+  assert pathlib.Path(workdir, "config.json").read_bytes() == before
+  assert not os.path.exists(os.path.join(workdir, train_lib.LOCK_FILE))
+
+
+# ------------------------------------------------------------------------------------------- 4
+
+
+def test_resume_drops_metrics_written_after_the_checkpoint_and_a_partial_line(four_steps,
+                                                                              tmp_path):
+  workdir = _copy(four_steps, tmp_path)
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path, "a", encoding="utf-8") as f:  # written after step 4 by a run killed later
+    f.write(json.dumps({"split": "train", "step": 6, "loss": 99.0}) + "\n")
+    f.write('{"split": "train", "step": 7, "lo')
+  train_lib.train_and_evaluate(_config(max_steps=8), workdir)
+  records = _records(workdir)  # every line parses
+  train_steps = [r["step"] for r in records if r["split"] == "train"]
+  assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 8
+  assert all(r.get("loss") != 99.0 for r in records)
+  assert [r["step"] for r in records if r["split"] == "valid"] == [4, 8]
+
+
+def test_metrics_writer_writes_whole_lines(tmp_path):
+  writer = train_lib.MetricsWriter(str(tmp_path))
+  writer.write({"step": 1, "loss": np.float32(2.5), "bad": float("nan")})
+  writer.write({"step": 2, "loss": 2.0})
+  text = pathlib.Path(writer.path).read_text()
+  assert text.endswith("\n") and [json.loads(l)["step"] for l in text.splitlines()] == [1, 2]
+  assert writer.truncate_after(1) == 1
+  assert [json.loads(l)["step"] for l in pathlib.Path(writer.path).read_text().splitlines()] == [1]
+
+
+# ------------------------------------------------------------------------------------------- 6
+
+
+def test_a_live_lock_is_refused_and_a_stale_one_taken_over(four_steps, tmp_path):
+  workdir = _copy(four_steps, tmp_path)
+  lock = os.path.join(workdir, train_lib.LOCK_FILE)
+  import socket
+  with open(lock, "w", encoding="utf-8") as f:
+    json.dump({"pid": os.getppid(), "hostname": socket.gethostname()}, f)
+  before = pathlib.Path(workdir, "config.json").read_bytes()
+  with pytest.raises(train_lib.WorkdirLockedError, match=f"pid {os.getppid()}") as info:
+    train_lib.train_and_evaluate(_config(max_steps=6), workdir)
+  assert "\n" not in str(info.value) and os.path.exists(lock)
+  assert pathlib.Path(workdir, "config.json").read_bytes() == before
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  with open(lock, "w", encoding="utf-8") as f:
+    json.dump({"pid": dead.pid, "hostname": socket.gethostname()}, f)
+  train_lib.train_and_evaluate(_config(max_steps=6), workdir)
+  assert not os.path.exists(lock)
+  assert [r["step"] for r in _records(workdir) if r["split"] == "valid"][-1] == 6
+
+
+# ------------------------------------------------------------------------------------------- 7
+
+
+def test_a_new_learning_rate_applies_on_resume(four_steps, tmp_path):
+  workdir = _copy(four_steps, tmp_path)
+  config = _config(max_steps=8)
+  config.optimizer.learning_rate = 0.5
+  train_lib.train_and_evaluate(config, workdir)
+  lrs = {r["step"]: r["learning_rate"] for r in _records(workdir) if r["split"] == "train"}
+  assert lrs[2] == pytest.approx(1e-3) and lrs[8] == pytest.approx(0.5)
+  saved = json.loads(pathlib.Path(workdir, "config.json").read_text())
+  assert saved["optimizer"]["learning_rate"] == 0.5
+
+
+# ------------------------------------------------------------------------------------------- 8
+
+
+def test_evaluation_reports_its_non_finite_results():
+  from launch import evaluate as evaluate_launch  # defines absl flags: imported only here
+  report = {"elbo_nll": 3.0, "iw_nll": float("nan"), "ppl": {"melbo": float("inf")},
+            "examples": [{"bleu": 0.5}], "iw_samples": None, "ok": True}
+  assert evaluate_launch.non_finite_fields(report) == ["iw_nll", "ppl.melbo"]
+  assert evaluate_launch.non_finite_fields({"a": 1.0, "b": [np.float32(2.0)]}) == []
+
+
+def test_evaluation_exits_non_zero_on_non_finite_results(four_steps, tmp_path, monkeypatch,
+                                                         capsys):
+  from launch import evaluate as evaluate_launch
+  workdir = _copy(four_steps, tmp_path)
+  monkeypatch.setattr(evaluate_launch.runner, "evaluate_split",
+                      lambda *a, **k: {"elbo_nll": float("nan"), "bleu1": 0.5})
+  monkeypatch.setattr(evaluate_launch.runner, "format_report", lambda *a, **k: "table")
+  flags = evaluate_launch.flags.FLAGS
+  flags(["evaluate", f"--workdir={workdir}", "--split=valid", "--step=latest", "--noplot"])
+  try:
+    with pytest.raises(SystemExit) as info:
+      evaluate_launch.main(["evaluate"])
+  finally:
+    flags.unparse_flags()
+  assert info.value.code == 1
+  assert "non-finite evaluation results (elbo_nll)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- 5
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_non_zero(tmp_path):
+  workdir = tmp_path / "run"
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ.get(
+      "MIMTEXT_TEST_JAX_CACHE", "/tmp/mimtext_test_jax_cache"), JAX_PLATFORMS="cpu")
+  args = [sys.executable, "-m", "launch.train", "--flagfile=launch/configs/quickstart.flags",
+          f"--workdir={workdir}", "--max_steps=100000", "--max_epochs=0",
+          "--config.model.embed_dim=8", "--config.model.hidden_dim=16",
+          "--config.model.latent_dim=4", "--config.data.builtin_train_size=96",
+          "--config.data.builtin_eval_size=40", "--batch_size=16", "--config.eval_batch_size=20",
+          "--config.log_every_steps=1"]
+  proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+  lines = []
+  try:
+    for line in proc.stderr:
+      lines.append(line)
+      if "first step (compilation)" in line:
+        proc.send_signal(signal.SIGTERM)
+        break
+    _, rest = proc.communicate(timeout=600)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  stderr = "".join(lines) + rest
+  assert proc.returncode != 0, stderr[-3000:]
+  assert "SIGTERM received: stopped after step" in stderr and str(workdir) in stderr
+  with checkpoint_lib.Checkpointer(str(workdir), best_metric="valid_criterion") as ckpt:
+    latest = ckpt.latest_step()
+  assert latest is not None and latest >= 1
+  assert f"stopped after step {latest} and saved it" in stderr
+  assert not (workdir / train_lib.LOCK_FILE).exists()
