@@ -45,6 +45,29 @@ def run(main: Callable[[Sequence[str]], None],
   app.run(guarded)
 
 
+def step_arg(value: str) -> str | int:
+  """The checkpoint a `--step` flag names: "best", "latest" or a step number."""
+  if value in ("best", "latest"):
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise app.UsageError(f"--step={value!r}: use best, latest or a step number") from None
+
+
+def load_run(workdir: str, step: str):
+  """`runner.load_run` of `--workdir` at `--step` (over the base config's defaults); a missing
+  workdir or checkpoint is a usage error."""
+  # Imported here: launch.train shares this module and needs none of the evaluation code.
+  from launch.configs import base
+  from mimtext import checkpoint as checkpoint_lib
+  from mimtext.evaluation import runner
+  try:
+    return runner.load_run(workdir, step_arg(step), defaults=base.get_config())
+  except (FileNotFoundError, checkpoint_lib.CheckpointError) as e:
+    raise app.UsageError(str(e)) from None
+
+
 def define_config_flag(name: str, default: ml_collections.ConfigDict, help_string: str,
                        argv: Sequence[str] | None = None):
   """`config_flags.DEFINE_config_dict`, with a one-line error for a bad override.

@@ -18,7 +18,6 @@ from absl import app
 from absl import flags
 
 from launch import common
-from launch.configs import base
 
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
@@ -42,15 +41,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the z samples.")
 _PLOT = flags.DEFINE_bool("plot", True, "Also draw the run's training curves into W/curves.png.")
 
 
-def _step_arg(value: str):
-  if value in ("best", "latest"):
-    return value
-  try:
-    return int(value)
-  except ValueError:
-    raise app.UsageError(f"--step={value!r}: use best, latest or a step number") from None
-
-
 def non_finite_fields(report, prefix: str = "") -> list[str]:
   """The (dotted) names of the numbers in `report` that are NaN or infinite."""
   if isinstance(report, dict):
@@ -68,16 +58,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   common.setup_logging()
-  step = _step_arg(_STEP.value)
   if _BATCH.value <= 0 or _MAX_SENTENCES.value < 0:
     raise app.UsageError("--batch_size must be positive and --max_sentences >= 0")
   for flag in (_NUM_Z, _IW):
     if flag.value is not None and flag.value <= 0:
       raise app.UsageError(f"--{flag.name}={flag.value}: must be positive")
-  try:
-    run = runner.load_run(_WORKDIR.value, step, defaults=base.get_config())
-  except (FileNotFoundError, checkpoint_lib.CheckpointError) as e:
-    raise app.UsageError(str(e)) from None
+  run = common.load_run(_WORKDIR.value, _STEP.value)
   if _DATA_DIR.value:
     with run.config.unlocked():
       run.config.data.data_dir = _DATA_DIR.value

@@ -14,12 +14,9 @@ from absl import logging
 import jax
 
 from launch import common
-from launch.configs import base
-from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.evaluation import generation
-from mimtext.evaluation import runner
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.", required=True)
 _STEP = flags.DEFINE_string("step", "best", "Checkpoint: best, latest or a step number.")
@@ -35,19 +32,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  step = _STEP.value
-  if step not in ("best", "latest"):
-    try:
-      step = int(step)
-    except ValueError:
-      raise app.UsageError(f"--step={step!r}: use best, latest or a step number") from None
   for flag in (_NUM_SAMPLES, _NUM_RECON, _MAX_LEN):
     if flag.value < 0:
       raise app.UsageError(f"--{flag.name}={flag.value}: must be >= 0")
-  try:
-    run = runner.load_run(_WORKDIR.value, step, defaults=base.get_config())
-  except (FileNotFoundError, checkpoint_lib.CheckpointError) as e:
-    raise app.UsageError(str(e)) from None
+  run = common.load_run(_WORKDIR.value, _STEP.value)
   prior_std = _PRIOR_STD.value
   if prior_std is None:
     prior_std = generation.default_prior_std(run.obj_cfg)

@@ -60,8 +60,9 @@ def load_corpus(config: ml_collections.ConfigDict,
   d = config.data
   data_dir = corpus_dir(config)
   corpus = corpus_lib.load_corpus(
-      data_dir, vocab=vocab, required_splits=required_splits(config) if splits is None else splits, min_count=d.min_count, max_vocab=d.max_vocab or None,
-      max_len=d.max_len or None, overflow=d.overflow, blank_lines=d.blank_lines,
+      data_dir, vocab=vocab,
+      required_splits=required_splits(config) if splits is None else splits,
+      min_count=d.min_count, max_vocab=d.max_vocab or None, max_len=d.max_len or None, overflow=d.overflow, blank_lines=d.blank_lines,
       tfds_dir=d.tfds_dir or None, use_tfds=d.use_tfds, builtin_seed=d.builtin_seed,
       builtin_sizes={"train": d.builtin_train_size, "valid": d.builtin_eval_size,
                      "test": d.builtin_eval_size},
@@ -140,6 +141,15 @@ def _shared_data_dir(corpus: str) -> str | None:
 # Config fields that change the shapes or meaning of saved parameters: a resumed run must match.
 _STRUCTURAL_FIELDS = ("model", "objective.name", "data.corpus", "data.min_count",
                       "data.max_vocab")
+# Config fields a resume must keep (the flag that sets each): the pipeline state and the random
+# streams are only valid for the values they were saved with.
+_RESUME_FIXED = (("batch_size", "--batch_size"), ("seed", "--seed"),
+                 ("data.data_dir", "--data_dir"), ("data.corpus", "--config.data.corpus"),
+                 *((f"data.{f}", f"--config.data.{f}") for f in (
+                     "vocab_split", "train_from_valid", "holdout", "max_len", "overflow",
+                     "bucket_batches", "builtin_seed", "builtin_train_size")),
+                 ("optimizer.name", "--config.optimizer.name"),
+                 ("optimizer.clip_norm", "--config.optimizer.clip_norm"))
 
 
 def _with_dataclass_defaults(block: dict | None, cls) -> dict | None:
@@ -156,18 +166,29 @@ def check_resumable_config(config, saved: dict, workdir: str) -> None:
 
   Fields that a saved config predates count as their library default, so a run saved before a
   model option existed resumes under a config that leaves the option at its default.
+  Then the fields the saved data pipeline state, random streams and optimiser state depend on
+  (`_RESUME_FIXED`) must be kept too; that message names the flag that sets the field.
   """
   current = config.to_dict()
   saved = dict(saved, model=_with_dataclass_defaults(saved.get("model"), sentence_ae.ModelConfig))
   current["model"] = _with_dataclass_defaults(current.get("model"), sentence_ae.ModelConfig)
   for field in _STRUCTURAL_FIELDS:
-    a, b = current, saved
-    for part in field.split("."):
-      a, b = (a or {}).get(part), (b or {}).get(part)
+    a, b = saved_value(current, field), saved_value(saved, field)
     if a != b:
       raise ValueError(
           f"{workdir} holds a run with {field}={b!r} but this config has {field}={a!r}; "
           "use another --workdir or the saved config")
+  for field, flag in _RESUME_FIXED:
+    was, now = saved_value(saved, field), saved_value(current, field)
+    if was is not None and was != now:
+      raise ValueError(
+          f"{flag}={now!r}: {workdir} holds a run with {field}={was!r}, and a resume must keep "
+          f"it; pass {flag}={was!r} or use another --workdir")
+
+
+def saved_value(tree, field: str):
+  """The entry of a (saved) config at the dotted path `field`, or None where it has none."""
+  return config_value(tree, field) if field_exists(tree, field) else None
 
 
 # The four special tokens (<pad> <sos> <eos> <unk>) plus at least one word.
@@ -321,6 +342,14 @@ def field_exists(config, field: str) -> bool:
   except (KeyError, AttributeError, TypeError):
     return False
   return True
+
+
+def set_config_value(config, field: str, value) -> None:
+  """Sets the entry of `config` at the dotted path `field` ("model.latent_dim") to `value`."""
+  *parents, leaf = field.split(".")
+  for part in parents:
+    config = config[part]
+  config[leaf] = value
 
 
 def config_value(config, field: str):

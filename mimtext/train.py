@@ -474,37 +474,6 @@ class WorkdirLock:
     self.held = False
 
 
-# Config fields a resume must keep (the flag that sets each): the pipeline state and the random
-# streams are only valid for the values they were saved with.
-_RESUME_FIXED = (("batch_size", "--batch_size"), ("seed", "--seed"),
-                 ("data.data_dir", "--data_dir"), ("data.corpus", "--config.data.corpus"),
-                 *((f"data.{f}", f"--config.data.{f}") for f in (
-                     "vocab_split", "train_from_valid", "holdout", "max_len", "overflow",
-                     "bucket_batches", "builtin_seed", "builtin_train_size")),
-                 ("optimizer.name", "--config.optimizer.name"),
-                 ("optimizer.clip_norm", "--config.optimizer.clip_norm"))
-
-
-def _config_get(tree: dict, field: str):
-  for part in field.split("."):
-    if not isinstance(tree, dict) or part not in tree:
-      return None
-    tree = tree[part]
-  return tree
-
-
-def check_resume_flags(config: ml_collections.ConfigDict, saved: dict, workdir: str) -> None:
-  """Refuses, before anything is written, a resume that changes a field the saved data pipeline
-  state, random streams or optimiser state depend on; the one-line message names the flag."""
-  current = config.to_dict()
-  for field, flag in _RESUME_FIXED:
-    was, now = _config_get(saved, field), _config_get(current, field)
-    if was is not None and was != now:
-      raise ValueError(
-          f"{flag}={now!r}: {workdir} holds a run with {field}={was!r}, and a resume must keep "
-          f"it; pass {flag}={was!r} or use another --workdir")
-
-
 @contextlib.contextmanager
 def _stop_signals():
   """Within the block, SIGTERM and SIGINT only record their name in the yielded list (main thread
@@ -567,7 +536,6 @@ def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, f
   if resuming:
     saved_config = checkpoint_lib.load_json(workdir, "config.json")
     experiment.check_resumable_config(config, saved_config, workdir)
-    check_resume_flags(config, saved_config, workdir)
   vocab = vocab_lib.Vocabulary.load(vocab_path) if resuming else None
   corpus = experiment.load_corpus(config, vocab)
 
@@ -600,7 +568,7 @@ def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, f
                                          data_state.get("plateau"))
     early = EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),
                                      best=plateau.best)
-    saved_lr = _config_get(saved_config, "optimizer.learning_rate")
+    saved_lr = experiment.saved_value(saved_config, "optimizer.learning_rate")
     if saved_lr is not None and saved_lr != opt.learning_rate:
       state = state._replace(opt_state=with_learning_rate(state.opt_state, opt.learning_rate))
       logging.info("--config.optimizer.learning_rate=%.3g differs from the run's %.3g: the "

@@ -26,11 +26,7 @@ def _config(**fields):
   """The base config with dotted `fields` ("optimizer__clip_norm" for optimizer.clip_norm) set."""
   config = base.get_config()
   for name, value in fields.items():
-    *parents, leaf = name.split("__")
-    target = config
-    for part in parents:
-      target = target[part]
-    target[leaf] = value
+    experiment.set_config_value(config, name.replace("__", "."), value)
   return config
 
 

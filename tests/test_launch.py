@@ -43,11 +43,7 @@ _TOY = {"model.embed_dim": 8, "model.hidden_dim": 16, "model.latent_dim": 4,
 def _toy(config_json: dict):
   config = ml_collections.ConfigDict(config_json)
   for field, value in _TOY.items():
-    *parents, leaf = field.split(".")
-    target = config
-    for part in parents:
-      target = target[part]
-    target[leaf] = value
+    experiment.set_config_value(config, field, value)
   return config
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from launch.configs import base
 from mimtext import checkpoint as checkpoint_lib
+from mimtext import experiment
 from mimtext import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -28,11 +29,7 @@ def _config(**fields):
   """The base config at a toy size; `fields` uses "__" for "." (e.g. optimizer__name)."""
   config = base.get_config()
   for field, value in {**_TINY, **{k.replace("__", "."): v for k, v in fields.items()}}.items():
-    *parents, leaf = field.split(".")
-    target = config
-    for part in parents:
-      target = target[part]
-    target[leaf] = value
+    experiment.set_config_value(config, field, value)
   return config
 
 

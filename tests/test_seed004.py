@@ -3,7 +3,6 @@
 Prokhorov et al. 2021 (HSVAE) §4.1.1-4.1.2 and appendix B; Mathieu et al. 2019 (MAT-VAE).
 """
 
-import dataclasses
 import glob
 import os
 import pathlib

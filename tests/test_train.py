@@ -127,11 +127,7 @@ def test_batch_size_must_divide_devices():
 ])
 def test_invalid_config_values_name_their_flag(field, value, message):
   config = base.get_config()
-  target = config
-  *parents, leaf = field.split(".")
-  for part in parents:
-    target = target[part]
-  target[leaf] = value
+  experiment.set_config_value(config, field, value)
   with pytest.raises(ValueError, match=r"--config\." + message.replace(".", r"\.")):
     experiment.validate_config(config)
 
