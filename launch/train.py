@@ -15,6 +15,7 @@ from absl import logging
 from launch import common
 import jax
 from launch.configs import base
+from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
 from mimtext import train as train_lib
 
@@ -70,5 +71,12 @@ def main(argv):
   train_lib.train_and_evaluate(config, _WORKDIR.value)
 
 
+# A refused config or resume, a locked workdir, an unreadable checkpoint, a diverged or interrupted
+# run: each message says what happened and what to do, so it is printed as one line.
+TRAIN_ERRORS = common.USER_ERRORS + (
+    experiment.ConfigError, checkpoint_lib.CheckpointError, train_lib.WorkdirLockedError,
+    train_lib.NonFiniteLossError, train_lib.TrainingInterrupted)
+
+
 if __name__ == "__main__":
-  common.run(main)
+  common.run(main, TRAIN_ERRORS)

@@ -5,22 +5,28 @@ This is the only module of mimtext that imports orbax. A run directory (`workdir
   workdir/
     config.json              # save_json(workdir, "config.json", ...)
     checkpoints/
-      checkpointer_index.json  # best step and value, written by the primary process
       1200/                  # latest step
-        params/ opt_state/ data_state/ metrics/
+        params/ opt_state/ data_state/ integrity/ metrics/
       800/                   # best step so far (when it is not also the latest)
 
-Every step holds four orbax items: "params" and "opt_state" (pytrees of arrays, `StandardSave`)
-and "data_state" and "metrics" (JSON). `Checkpointer.save` blocks until the step is committed, then
-deletes every step that is neither the new latest nor the best, so at most two steps stay on disk.
+Every step holds five orbax items: "params" and "opt_state" (pytrees of arrays, `StandardSave`),
+"data_state" (the input pipeline and schedules, JSON), "integrity" (a SHA-256 of each array item,
+JSON, verified on restore) and "metrics" (JSON, written by orbax's CheckpointManager itself).
+
+Which steps stay on disk is orbax's decision, not ours: the manager ranks steps by
+`metrics[best_metric]` (`best_fn`) and keeps the union of two preservation policies, the latest
+step (`LatestN(1)`) and the best one (`BestN(n=1)`), so at most two steps stay on disk. A NaN or
+absent metric ranks last and never becomes best. Ties go to the newer step. Every saved step has
+finite parameters (`save` refuses others), so pruning never leaves only a bad checkpoint behind.
 
 Multi-host: every process calls `save`, `restore` and `close` (orbax synchronises them); metrics
 must be the same on every process (global means are), so every process takes the same decisions.
-Small JSON files (the index, `save_json`) are written by process 0 only, onto a shared workdir.
+Small JSON files (`save_json`) are written by process 0 only, onto a shared workdir.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -36,14 +42,13 @@ from etils import epath
 PyTree = Any
 
 CHECKPOINT_DIR = "checkpoints"
-INDEX_FILE = "checkpointer_index.json"
-_JSON_ITEMS = ("data_state", "metrics")
+_ARRAY_ITEMS = ("params", "opt_state")
 
 _log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint is missing, or does not fit the template it is restored into."""
+  """A checkpoint is missing, corrupt, or does not fit the template it is restored into."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,16 +87,20 @@ def load_json(workdir: str, name: str) -> Any:
   """Reads the JSON file `workdir/name` written by `save_json`.
 
   Raises:
-    CheckpointError: when the file does not exist.
+    CheckpointError: naming the file, when it does not exist or is not valid JSON.
   """
   path = _json_path(workdir, name)
   if not path.exists():
     raise CheckpointError(f"no {name!r} in run directory {workdir!s}")
-  return json.loads(path.read_text())
+  try:
+    return json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path} is corrupt (not valid JSON: {e}); restore it from a copy or "
+                          "start a new run directory") from None
 
 
 # ---------------------------------------------------------------------------------------------
-# Templates: abstract targets and structure / shape checks.
+# Templates: abstract targets, structure / shape checks, finiteness and checksums.
 
 
 def _key_name(key: Any) -> str:
@@ -104,10 +113,14 @@ def _key_name(key: Any) -> str:
   return str(key)
 
 
+def _path_name(path) -> str:
+  return "/".join(_key_name(k) for k in path)
+
+
 def _shapes_by_path(tree: PyTree) -> dict[str, tuple[int, ...]]:
   """Maps "a/b/0/c" paths of the array leaves of `tree` to their shapes, in flattening order."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves}
+  return {_path_name(path): tuple(leaf.shape) for path, leaf in leaves}
 
 
 def _first_mismatch(saved: dict[str, tuple], template: dict[str, tuple]) -> str | None:
@@ -123,16 +136,36 @@ def _first_mismatch(saved: dict[str, tuple], template: dict[str, tuple]) -> str 
   return None
 
 
+def _host_value(leaf: Any) -> np.ndarray:
+  """This process's copy of a leaf as numpy (replicated arrays: the first addressable shard)."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    leaf = leaf.addressable_data(0)
+  return np.asarray(jax.device_get(leaf))
+
+
 def _first_non_finite(tree: PyTree) -> str | None:
   """The path of the first floating leaf of `tree` holding a NaN or an infinity, or None."""
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-      leaf = leaf.addressable_data(0)  # replicated parameters: this process's copy
-    value = np.asarray(jax.device_get(leaf))
-    if jax.numpy.issubdtype(value.dtype, jax.numpy.inexact) and not np.all(
+    value = _host_value(leaf)
+    if np.issubdtype(value.dtype, np.inexact) and not np.all(
         np.isfinite(value.astype(np.float32))):
-      return "/".join(_key_name(k) for k in path)
+      return _path_name(path)
   return None
+
+
+def tree_checksum(tree: PyTree) -> str:
+  """SHA-256 over the path, dtype, shape and bytes of every leaf of `tree`, in flattening order.
+
+  Saved beside every step ("integrity") and recomputed on restore, so flipped bytes in the stored
+  arrays are caught instead of restored silently. Namedtuple and dict nodes hash alike (paths are
+  plain names), so a restored optax state hashes like the one that was saved.
+  """
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    value = np.ascontiguousarray(_host_value(leaf))
+    digest.update(f"{_path_name(path)}|{value.dtype.str}|{value.shape}|".encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
 
 
 def _abstract_leaf(leaf: Any) -> jax.ShapeDtypeStruct:
@@ -147,24 +180,34 @@ def _abstract_tree(template: PyTree) -> PyTree:
   return jax.tree.map(_abstract_leaf, template)
 
 
+def _one_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
 # ---------------------------------------------------------------------------------------------
-# Best-so-far bookkeeping.
+# Ranking for orbax's best-by-metric policy.
 
 
 def _metric_value(metrics: Mapping[str, Any] | None, name: str) -> float:
   """The tracked metric as a float; NaN when it is absent."""
   if not metrics or name not in metrics:
     return math.nan
-  return float(metrics[name])
+  try:
+    return float(metrics[name])
+  except (TypeError, ValueError):
+    return math.nan
 
 
-def _improves(value: float, best: float | None, mode: str) -> bool:
-  """Whether `value` is strictly better than `best` (NaN never is; anything beats no best)."""
-  if math.isnan(value):
-    return False
-  if best is None:
-    return True
-  return value < best if mode == "min" else value > best
+def _ranker(name: str, mode: str):
+  """`best_fn` for orbax: the metric, with NaN / absent mapped to the worst possible value."""
+  worst = math.inf if mode == "min" else -math.inf
+
+  def rank(metrics: Mapping[str, Any]) -> float:
+    value = _metric_value(metrics, name)
+    return worst if math.isnan(value) else value
+
+  return rank
 
 
 class Checkpointer:
@@ -179,13 +222,18 @@ class Checkpointer:
     ckpt.close()
   """
 
-  def __init__(self, workdir: str, *, best_metric: str = "valid_loss", best_mode: str = "min"):
-    """Opens (creating if needed) `workdir/checkpoints` and recovers the latest and best steps.
+  def __init__(self, workdir: str, *, best_metric: str = "valid_loss", best_mode: str = "min",
+               read_only: bool = False):
+    """Opens (creating if needed, unless `read_only`) `workdir/checkpoints`.
 
     Args:
       workdir: the run directory.
       best_metric: key of `metrics` that ranks checkpoints.
       best_mode: "min" (lower is better) or "max".
+      read_only: open for restoring only (evaluation): nothing is created or deleted.
+
+    Raises:
+      CheckpointError: one line naming the directory when orbax cannot read it.
     """
     if best_mode not in ("min", "max"):
       raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
@@ -193,49 +241,31 @@ class Checkpointer:
     self.best_metric = best_metric
     self.best_mode = best_mode
     self.directory = epath.Path(workdir) / CHECKPOINT_DIR
-    self._manager = self._make_manager()
-    self._best_step, self._best_value = self._recover_best()
+    self._closed = False
+    try:
+      self._manager = self._make_manager(read_only)
+    except (OSError, ValueError) as e:
+      raise CheckpointError(f"cannot open checkpoints in {self.directory}: {_one_line(e)}"
+                            ) from None
 
-  # --- construction -------------------------------------------------------------------------
-
-  def _make_manager(self) -> ocp.CheckpointManager:
-    # Nothing is deleted by orbax itself (max_to_keep=None); `save` prunes to latest + best.
+  def _make_manager(self, read_only: bool) -> ocp.CheckpointManager:
+    rank = _ranker(self.best_metric, self.best_mode)
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(n=1),
+        ocp.checkpoint_managers.BestN(get_metric_fn=rank, reverse=self.best_mode == "min", n=1,
+                                      keep_checkpoints_without_metrics=False),
+    ])
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None, create=True, cleanup_tmp_directories=True,
+        best_fn=rank, best_mode=self.best_mode, preservation_policy=policy,
+        create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=False)
     handlers = {
         "params": ocp.StandardCheckpointHandler(),
         "opt_state": ocp.StandardCheckpointHandler(),
         "data_state": ocp.JsonCheckpointHandler(),
-    }  # "metrics" is registered by the manager itself (a JSON item of that name).
+        "integrity": ocp.JsonCheckpointHandler(),
+    }  # "metrics" is the manager's own item (written from `save(..., metrics=)`).
     return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
-
-  def _index_path(self) -> epath.Path:
-    return self.directory / INDEX_FILE
-
-  def _read_index(self) -> dict | None:
-    path = self._index_path()
-    return json.loads(path.read_text()) if path.exists() else None
-
-  def _recover_best(self) -> tuple[int | None, float | None]:
-    """Best step and value from the index, or recomputed from the metrics of the steps on disk
-    when the index is missing, stale (its step was deleted) or tracks another metric / mode."""
-    index = self._read_index()
-    steps = self.all_steps()
-    if (index is not None and index.get("best_metric") == self.best_metric
-        and index.get("best_mode") == self.best_mode
-        and (index.get("best_step") is None or index["best_step"] in steps)):
-      return index.get("best_step"), index.get("best_value")
-    best_step, best_value = None, None
-    for step in steps:
-      value = _metric_value(self._read_metrics(step), self.best_metric)
-      if _improves(value, best_value, self.best_mode):
-        best_step, best_value = step, value
-    return best_step, best_value
-
-  def _read_metrics(self, step: int) -> dict:
-    restored = self._manager.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))
-    return dict(restored["metrics"] or {})
 
   # --- queries ------------------------------------------------------------------------------
 
@@ -243,13 +273,21 @@ class Checkpointer:
     """The newest saved step, or None when there is none."""
     return self._manager.latest_step()
 
+  def metrics(self, step: int) -> dict[str, Any]:
+    """The metrics saved with `step` ({} when it has none)."""
+    return dict(self._manager.metrics(step) or {})
+
   def best_step(self) -> int | None:
-    """The step with the best `best_metric` so far, or None (no save, or every value was NaN)."""
-    return self._best_step
+    """The step with the best `best_metric` (orbax's ranking), or None when no step has one."""
+    step = self._manager.best_step()
+    if step is None or math.isnan(_metric_value(self.metrics(step), self.best_metric)):
+      return None
+    return step
 
   def best_value(self) -> float | None:
     """The value of `best_metric` at `best_step()`, or None."""
-    return self._best_value
+    step = self.best_step()
+    return None if step is None else _metric_value(self.metrics(step), self.best_metric)
 
   def all_steps(self) -> list[int]:
     """The steps on disk, ascending."""
@@ -265,7 +303,7 @@ class Checkpointer:
     if step == "latest":
       resolved = self.latest_step()
     elif step == "best":
-      resolved = self._best_step
+      resolved = self.best_step()
     elif isinstance(step, (int, np.integer)) and not isinstance(step, bool):
       resolved = int(step) if int(step) in available else None
     else:
@@ -282,15 +320,15 @@ class Checkpointer:
            metrics: dict[str, float]) -> bool:
     """Saves a step, makes it the latest, and the best when `metrics[best_metric]` improves.
 
-    Blocks until the step is committed on disk. Afterwards only the new latest and the best step
-    remain. Every process must call it with the same step and metrics.
+    Blocks until the step is committed on disk; orbax then deletes every step that is neither
+    the latest nor the best. Every process must call it with the same step and metrics.
 
     Args:
       step: the training step; must be larger than every saved step.
       params: pytree of arrays.
       opt_state: optimizer state pytree (e.g. an optax state of namedtuples).
       data_state: JSON-serialisable input pipeline state.
-      metrics: scalar metrics; values are converted to float (NaN is allowed).
+      metrics: scalar metrics; values are converted to float (NaN is allowed, and never best).
 
     Returns:
       True when this step became the new best.
@@ -298,7 +336,7 @@ class Checkpointer:
     Raises:
       CheckpointError: when `step` is not newer than the latest saved step, or when a floating
         parameter is NaN or infinite (nothing is written then, so every checkpoint on disk, and
-        in particular the latest one that pruning always keeps, has finite parameters).
+        in particular the latest one that is always kept, has finite parameters).
     """
     step = int(step)
     latest = self.latest_step()
@@ -314,40 +352,32 @@ class Checkpointer:
     if self.best_metric not in metrics:
       _log.warning("metric %r absent from the metrics of step %d; it cannot become best",
                    self.best_metric, step)
+    previous_best = self.best_step()
     # Orbax refuses leafless items (e.g. the EmptyState of a stateless optimizer): skip them;
     # `restore` gives such a template back as it is.
     trees = {"params": params, "opt_state": opt_state}
     args = {name: ocp.args.StandardSave(t) for name, t in trees.items() if jax.tree.leaves(t)}
-    args.update(data_state=ocp.args.JsonSave(data_state), metrics=ocp.args.JsonSave(metrics))
-    self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+    integrity = {name: tree_checksum(t) for name, t in trees.items() if jax.tree.leaves(t)}
+    args.update(data_state=ocp.args.JsonSave(data_state),
+                integrity=ocp.args.JsonSave(integrity))
+    self._manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=True)
     self._manager.wait_until_finished()
-    value = _metric_value(metrics, self.best_metric)
-    improved = _improves(value, self._best_value, self.best_mode)
-    if improved:
-      self._best_step, self._best_value = step, value
-    self._write_index()
-    self._prune(keep={step, self._best_step})
-    return improved
-
-  def _write_index(self) -> None:
-    if _is_primary():
-      _write_json_atomic(self._index_path(), {
-          "best_metric": self.best_metric,
-          "best_mode": self.best_mode,
-          "best_step": self._best_step,
-          "best_value": self._best_value,
-      })
-
-  def _prune(self, keep: set[int | None]) -> None:
-    """Deletes every step on disk that is not in `keep` (a collective call of orbax)."""
-    for old in self.all_steps():
-      if old not in keep:
-        self._manager.delete(old)
+    return self.best_step() == step and previous_best != step
 
   # --- restore ------------------------------------------------------------------------------
 
+  def _step_path(self, step: int, item: str) -> epath.Path:
+    return self.directory / str(step) / item
+
   def _check_template(self, step: int, item: str, template: PyTree) -> None:
-    metadata = self._manager.item_metadata(step).get(item)
+    if not self._step_path(step, item).exists():
+      raise CheckpointError(f"checkpoint step {step} is incomplete: "
+                            f"{self._step_path(step, item)} is missing")
+    try:
+      metadata = self._manager.item_metadata(step).get(item)
+    except Exception as e:  # noqa: BLE001 — any unreadable metadata is a corrupt checkpoint.
+      raise CheckpointError(f"cannot read the metadata of {self._step_path(step, item)}: "
+                            f"{_one_line(e)}") from None
     saved = {} if metadata is None else _shapes_by_path(getattr(metadata, "tree", metadata))
     problem = _first_mismatch(saved, _shapes_by_path(template))
     if problem is not None:
@@ -355,9 +385,23 @@ class Checkpointer:
           f"{item} template does not match checkpoint step {step} in {self.directory}: {problem} "
           "(a checkpoint of another configuration?)")
 
+  def _verify(self, step: int, trees: dict[str, PyTree], recorded: dict | None) -> None:
+    """Recomputes each restored item's checksum and compares it with the one saved beside it."""
+    if recorded is None:
+      _log.warning("checkpoint step %d in %s predates checksums; restored unverified",
+                   step, self.directory)
+      return
+    for name, tree in trees.items():
+      if name in recorded and tree_checksum(tree) != recorded[name]:
+        raise CheckpointError(
+            f"checkpoint step {step} in {self.directory} is corrupt: the {name} arrays differ "
+            "from the checksum recorded when they were saved (restore the directory from a copy, "
+            "or evaluate another step)")
+
   def restore(self, step: str | int = "latest", *, params_template: PyTree,
-              opt_state_template: PyTree | None = None) -> dict[str, Any]:
-    """Restores a step into the given templates.
+              opt_state_template: PyTree | None = None, data_state: bool = True
+              ) -> dict[str, Any]:
+    """Restores a step into the given templates and verifies its checksums.
 
     Args:
       step: "latest", "best" or an integer step.
@@ -366,38 +410,58 @@ class Checkpointer:
       opt_state_template: the same for the optimizer state (e.g. `tx.init(params)`), so the
         optax namedtuple types come back; None restores the parameters only, without reading
         the optimizer state.
+      data_state: also read the input pipeline state (training resumes need it; evaluation
+        does not, and a checkpoint without one still evaluates).
 
     Returns:
-      {"step", "params", "opt_state" (None without a template), "data_state", "metrics"}.
+      {"step", "params", "opt_state" (None without a template), "data_state" (None when not
+      read), "metrics"}.
 
     Raises:
-      CheckpointError: when the step is absent, or a template's structure or shapes differ
-        from the checkpoint (naming the first mismatching path and both shapes).
+      CheckpointError: one line, when the step is absent, an item is missing or unreadable, a
+        checksum differs from the saved one, or a template's structure or shapes differ from the
+        checkpoint (naming the first mismatching path and both shapes).
     """
     resolved = self.resolve_step(step)
     items = {"params": params_template}
     if opt_state_template is not None:
       items["opt_state"] = opt_state_template
     for name, template in items.items():
-      self._check_template(resolved, name, template)
+      if jax.tree.leaves(template):
+        self._check_template(resolved, name, template)
     args = {name: ocp.args.StandardRestore(_abstract_tree(t))
             for name, t in items.items() if jax.tree.leaves(t)}
-    args.update({name: ocp.args.JsonRestore() for name in _JSON_ITEMS})
-    restored = dict(self._manager.restore(resolved, args=ocp.args.Composite(**args)).items())
+    json_items = ["data_state"] if data_state else []
+    if self._step_path(resolved, "integrity").exists():
+      json_items.append("integrity")
+    for name in json_items:
+      if not self._step_path(resolved, name).exists():
+        raise CheckpointError(f"checkpoint step {resolved} is incomplete: "
+                              f"{self._step_path(resolved, name)} is missing")
+    args.update({name: ocp.args.JsonRestore() for name in json_items})
+    try:
+      restored = dict(self._manager.restore(resolved, args=ocp.args.Composite(**args)).items())
+    except Exception as e:  # noqa: BLE001 — tensorstore / JSON decoding of damaged files.
+      raise CheckpointError(f"cannot read checkpoint step {resolved} in {self.directory} "
+                            f"(corrupt?): {_one_line(e)}") from None
     trees = {name: restored.get(name, template) for name, template in items.items()}
+    self._verify(resolved, {n: restored[n] for n in items if n in restored},
+                 restored.get("integrity"))
     return {
         "step": resolved,
         "params": trees["params"],
         "opt_state": trees.get("opt_state"),
-        "data_state": restored["data_state"],
-        "metrics": restored["metrics"],
+        "data_state": restored.get("data_state"),
+        "metrics": self.metrics(resolved),
     }
 
   # --- lifecycle ----------------------------------------------------------------------------
 
   def close(self) -> None:
-    """Waits for pending work and releases orbax resources."""
-    self._manager.close()
+    """Waits for pending work and releases orbax resources (a second call does nothing)."""
+    if not self._closed:
+      self._closed = True
+      self._manager.close()
 
   def __enter__(self) -> Checkpointer:
     return self

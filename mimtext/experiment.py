@@ -22,6 +22,12 @@ from mimtext.data import vocab as vocab_lib
 from mimtext.models import sentence_ae
 
 
+
+class ConfigError(ValueError):
+  """A config value, flag or workdir the run cannot use: a user's mistake, reported by the launch
+  scripts as one line naming the flag (no traceback)."""
+
+
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> sentence_ae.ModelConfig:
   """The static model configuration from the experiment config's `model` block.
 
@@ -116,7 +122,7 @@ def holdout_split(split: corpus_lib.CorpusSplit, holdout: int, *, seed: int
   """{"train", "valid"} from one split: a seeded shuffle, the last `holdout` sentences held out."""
   n = len(split.ids)
   if not 0 < holdout < n:
-    raise ValueError(f"--config.data.holdout={holdout} must be in (0, {n}) for a split of {n}")
+    raise ConfigError(f"--config.data.holdout={holdout} must be in (0, {n}) for a split of {n}")
   order = np.random.default_rng(seed).permutation(n)
 
   def take(indices):
@@ -175,15 +181,25 @@ def check_resumable_config(config, saved: dict, workdir: str) -> None:
   for field in _STRUCTURAL_FIELDS:
     a, b = saved_value(current, field), saved_value(saved, field)
     if a != b:
-      raise ValueError(
-          f"{workdir} holds a run with {field}={b!r} but this config has {field}={a!r}; "
-          "use another --workdir or the saved config")
+      field, b, a = _first_difference(field, b, a)
+      raise ConfigError(
+          f"--config.{field}={a!r}: {workdir} holds a run with {field}={b!r}; pass "
+          f"--config.{field}={b!r} (or the saved config) or use another --workdir")
   for field, flag in _RESUME_FIXED:
     was, now = saved_value(saved, field), saved_value(current, field)
     if was is not None and was != now:
-      raise ValueError(
+      raise ConfigError(
           f"{flag}={now!r}: {workdir} holds a run with {field}={was!r}, and a resume must keep "
           f"it; pass {flag}={was!r} or use another --workdir")
+
+
+def _first_difference(field: str, saved, current) -> tuple[str, object, object]:
+  """The first dotted sub-field where two config values (dicts or leaves) differ."""
+  if isinstance(saved, dict) and isinstance(current, dict):
+    for key in sorted(set(saved) | set(current), key=str):
+      if saved.get(key) != current.get(key):
+        return _first_difference(f"{field}.{key}", saved.get(key), current.get(key))
+  return field, saved, current
 
 
 def saved_value(tree, field: str):
@@ -214,7 +230,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """
 
   def fail(field, message):
-    raise ValueError(f"--config.{field}={config_value(config, field)!r}: {message}")
+    raise ConfigError(f"--config.{field}={config_value(config, field)!r}: {message}")
 
   for field, value in flatten_config(config).items():
     if isinstance(value, float) and not math.isfinite(value):

@@ -31,6 +31,7 @@ import optax
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
 from mimtext import objectives
+from mimtext import resources
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
@@ -66,7 +67,7 @@ def make_optimizer(name: str, learning_rate: float, clip_norm: float = 0.0):
   """
   base = {"adam": optax.adam, "sgd": optax.sgd}
   if name not in base:
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(base)}")
+    raise experiment.ConfigError(f"--config.optimizer.name={name!r}: unknown optimizer; choose one of {sorted(base)}")
 
   def chain(learning_rate):
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
@@ -168,19 +169,21 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   devices = jax.devices()
   if num_devices is not None:
     if num_devices > len(devices):
-      raise ValueError(f"asked for {num_devices} devices but only {len(devices)} are visible")
+      raise experiment.ConfigError(f"--config.num_devices={num_devices}: asked for {num_devices} devices but only {len(devices)} are visible")
     devices = devices[:num_devices]
   return Mesh(np.asarray(devices), ("data",))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(global_batch_size: int, mesh: Mesh, flag: str = "--batch_size") -> None:
+  """Refuses a global batch the mesh's devices (and processes) cannot split evenly; the error
+  names `flag`, the field that holds the batch (e.g. --config.eval_batch_size)."""
   n = mesh.devices.size
   if global_batch_size % n:
-    raise ValueError(
-        f"--batch_size={global_batch_size} (the global batch) must be divisible by the number of "
+    raise experiment.ConfigError(
+        f"{flag}={global_batch_size} (a global batch) must be divisible by the number of "
         f"devices in the mesh ({n}); use a multiple of {n}")
   if global_batch_size % jax.process_count():
-    raise ValueError(f"--batch_size={global_batch_size} must be divisible by the number of "
+    raise experiment.ConfigError(f"{flag}={global_batch_size} must be divisible by the number of "
                      f"processes ({jax.process_count()})")
 
 
@@ -392,12 +395,20 @@ class Experiment:
     return make_eval_step(self.loss_fn, self.obj_cfg, self.mesh)
 
 
-def build_experiment(config: ml_collections.ConfigDict, vocab_size: int) -> Experiment:
-  """Mesh, static configs, loss, optimiser and the replicated initial train state."""
+def build_experiment(config: ml_collections.ConfigDict, vocab_size: int,
+                     max_tokens: int | None = None) -> Experiment:
+  """Mesh, static configs, loss, optimiser and the replicated initial train state.
+
+  Refuses (ValueError, before allocating) a model whose training step cannot fit in memory
+  (`resources.check_training_fits`); `max_tokens` is the longest sentence with <sos>/<eos>
+  (default: data.max_len + 2).
+  """
   mesh = make_mesh(config.num_devices or None)
   check_batch_size(config.batch_size, mesh)
-  check_batch_size(config.eval_batch_size, mesh)
+  check_batch_size(config.eval_batch_size, mesh, "--config.eval_batch_size")
   model_cfg = experiment.model_config(config, vocab_size)
+  resources.check_training_fits(model_cfg, config.batch_size // mesh.devices.size,
+                                max_tokens or (config.data.max_len or 100) + 2)
   obj_cfg = experiment.objective_config(config, model_cfg)
   opt = config.optimizer
   optimizer = make_optimizer(opt.name, opt.learning_rate, opt.clip_norm)
@@ -517,19 +528,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   criterion; every saved checkpoint has finite parameters; SIGTERM / SIGINT finish the current
   step, save it and raise `TrainingInterrupted`; a second trainer on the same workdir is refused.
   """
+  created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   lock = WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()
+  failed = True
   try:
     with _stop_signals() as signals:
-      return _train_and_evaluate(config, workdir, signals)
+      result = _train_and_evaluate(config, workdir, signals)
+    failed = False
+    return result
   finally:
     lock.release()
+    if failed and jax.process_index() == 0:
+      _remove_if_empty(os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR))
+      if created:
+        _remove_if_empty(workdir)
+
+
+def _remove_if_empty(directory: str) -> None:
+  """A run that fails before its first save leaves no empty directories behind."""
+  try:
+    os.rmdir(directory)
+  except OSError:  # absent, or not empty: it holds something worth keeping
+    pass
 
 
 def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, float]:
-  ckpt = checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion")
+  # Closed on every exit, errors included, so orbax's thread pool never outlives the run (an
+  # unclosed manager prints a second traceback at interpreter exit).
+  with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
+    return _train_loop(config, workdir, signals, ckpt)
+
+
+def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.Checkpointer
+                ) -> dict[str, float]:
   vocab_path = os.path.join(workdir, "vocab.txt")
   resuming = ckpt.latest_step() is not None
   saved_config = None
@@ -539,7 +573,8 @@ def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, f
   vocab = vocab_lib.Vocabulary.load(vocab_path) if resuming else None
   corpus = experiment.load_corpus(config, vocab)
 
-  exp = build_experiment(config, corpus.vocab.size)
+  exp = build_experiment(config, corpus.vocab.size,
+                         max(len(ids) for ids in corpus.splits["train"].ids))
   mesh, obj_cfg, state, opt = exp.mesh, exp.obj_cfg, exp.state, config.optimizer
   logging.info("model: %s parameters; corpus %s: %s", f"{sentence_ae.count_params(state.params):,}",
                corpus.name, {k: len(s.ids) for k, s in corpus.splits.items()})
@@ -562,7 +597,7 @@ def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, f
     try:
       data_iter, epoch = train_pipe.restore(data_state["pipeline"])
     except ValueError as e:
-      raise ValueError(f"cannot resume {workdir}: {e}; resume with the flags in its "
+      raise experiment.ConfigError(f"cannot resume {workdir}: {e}; resume with the flags in its "
                        "config.json or use another --workdir") from None
     plateau = PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
                                          data_state.get("plateau"))
@@ -678,7 +713,6 @@ def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, f
     flush_window()
     latest = ckpt.latest_step()
     saved_step = latest if latest == step else save({"valid_criterion": float("nan")})
-    ckpt.close()
     message = (f"{signals[0]} received: stopped after step {saved_step} and saved it in "
                f"{ckpt.directory}; rerun the same command to resume")
     logging.warning("%s", message)
@@ -742,7 +776,6 @@ def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, f
     if reason is None:
       reason = (_stop_reason(step, epoch, config, time.perf_counter() - run_start)
                 or early.stop_reason())
-  ckpt.close()
   logging.info("training stopped at step %d: %s", step, reason)
   return last_valid
 

@@ -1,5 +1,6 @@
 """Tests for mimtext.checkpoint: orbax round trips, latest/best tracking, errors, JSON files."""
 
+import json
 import math
 import os
 
@@ -106,8 +107,11 @@ def test_fresh_checkpointer_sees_latest_and_best(tmp_path):
     # The restored best value still ranks new saves: 2.2 is worse than 2.0, 1.9 better.
     assert not _save(again, 5, 2.2)
     assert (again.best_step(), again.all_steps()) == (2, [2, 5])
-  os.remove(os.path.join(workdir, "checkpoints", "checkpointer_index.json"))
-  with Checkpointer(workdir) as rebuilt:  # no index: recomputed from the metrics on disk
+  # The ranking lives in the metrics orbax stores with each step; a stale index file written by
+  # an older mimtext beside them is ignored.
+  with open(os.path.join(workdir, "checkpoints", "checkpointer_index.json"), "w") as f:
+    f.write("{not json")
+  with Checkpointer(workdir) as rebuilt:
     assert (rebuilt.latest_step(), rebuilt.best_step(), rebuilt.best_value()) == (5, 2, 2.0)
     assert _save(rebuilt, 6, 1.9)
     assert rebuilt.all_steps() == [6]
@@ -224,3 +228,87 @@ def test_save_json_load_json(tmp_path):
   assert os.listdir(workdir) == ["config.json"]  # no temporary file left behind
   with pytest.raises(CheckpointError, match="vocab.json"):
     load_json(workdir, "vocab.json")
+
+
+def _largest_file(directory: str) -> str:
+  files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+  return max(files, key=os.path.getsize)
+
+
+def _big_params(scale: float = 1.0) -> dict:
+  return {"w": scale * jnp.linspace(-1.0, 1.0, 4096).reshape(64, 64)}
+
+
+def test_flipped_bytes_in_params_are_detected(tmp_path):
+  workdir = str(tmp_path)
+  params = _big_params()
+  with Checkpointer(workdir) as ckpt:
+    ckpt.save(1, params=params, opt_state=optax.sgd(0.1).init(params), data_state={},
+              metrics={"valid_loss": 1.0})
+    _assert_trees_equal(ckpt.restore(1, params_template=params)["params"], params)
+  path = _largest_file(os.path.join(workdir, "checkpoints", "1", "params"))
+  with open(path, "r+b") as f:
+    data = bytearray(f.read())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(255 - b for b in data[middle:middle + 64])
+    f.seek(0)
+    f.write(data)
+  with Checkpointer(workdir, read_only=True) as ckpt:
+    with pytest.raises(CheckpointError, match=r"step 1 .*corrupt") as info:
+      ckpt.restore(1, params_template=params)
+  assert "\n" not in str(info.value)
+
+
+def test_checksum_mismatch_names_the_item(tmp_path):
+  workdir = str(tmp_path)
+  params = _params()
+  with Checkpointer(workdir) as ckpt:
+    _save(ckpt, 1, 1.0)
+  # Arrays that decode fine but differ from what was saved (e.g. a file swapped in from another
+  # step): only the checksum can tell.
+  integrity = os.path.join(workdir, "checkpoints", "1", "integrity", "metadata")
+  with open(integrity) as f:
+    recorded = json.load(f)
+  with open(integrity, "w") as f:
+    json.dump({**recorded, "params": "0" * 64}, f)
+  with Checkpointer(workdir) as ckpt:
+    with pytest.raises(CheckpointError, match="corrupt: the params arrays differ"):
+      ckpt.restore(1, params_template=params)
+
+
+def test_evaluation_needs_neither_data_state_nor_opt_state(tmp_path):
+  workdir = str(tmp_path)
+  with Checkpointer(workdir) as ckpt:
+    _save(ckpt, 1, 1.0)
+  step_dir = os.path.join(workdir, "checkpoints", "1")
+  for item in ("data_state", "opt_state"):
+    for root, dirs, files in os.walk(os.path.join(step_dir, item), topdown=False):
+      for name in files:
+        os.remove(os.path.join(root, name))
+      for name in dirs:
+        os.rmdir(os.path.join(root, name))
+    os.rmdir(os.path.join(step_dir, item))
+  with Checkpointer(workdir, read_only=True) as ckpt:
+    out = ckpt.restore("best", params_template=_params(0.0), data_state=False)
+    _assert_trees_equal(out["params"], _params(1.0))
+    assert out["data_state"] is None and out["metrics"]["valid_loss"] == 1.0
+    # A training resume needs the data state: the error names the missing directory.
+    with pytest.raises(CheckpointError, match=r"incomplete: .*1/data_state is missing"):
+      ckpt.restore("latest", params_template=_params(0.0))
+
+
+def test_corrupt_json_files_are_named(tmp_path):
+  workdir = str(tmp_path)
+  save_json(workdir, "config.json", {"a": 1})
+  assert load_json(workdir, "config.json") == {"a": 1}
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write('{"a": 1')  # truncated
+  with pytest.raises(CheckpointError, match=r"config.json is corrupt"):
+    load_json(workdir, "config.json")
+  with Checkpointer(workdir) as ckpt:
+    _save(ckpt, 1, 1.0)
+  with open(os.path.join(workdir, "checkpoints", "1", "data_state", "metadata"), "w") as f:
+    f.write("{")
+  with Checkpointer(workdir) as ckpt:
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint step 1"):
+      ckpt.restore(1, params_template=_params(0.0))

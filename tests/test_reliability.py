@@ -284,3 +284,91 @@ def test_sigterm_finishes_the_step_saves_and_exits_non_zero(tmp_path):
   assert latest is not None and latest >= 1
   assert f"stopped after step {latest} and saved it" in stderr
   assert not (workdir / train_lib.LOCK_FILE).exists()
+
+
+# ------------------------------------------------------------------------------------------- 9
+# Exact resume after SIGKILL, also inside a checkpoint write: the resumed run ends bit for bit
+# where an uninterrupted one does.
+
+_KILL_ARGS = ["--flagfile=launch/configs/quickstart.flags", "--max_steps=12", "--max_epochs=0",
+              "--config.checkpoint_every_steps=4", "--config.model.embed_dim=8",
+              "--config.model.hidden_dim=16", "--config.model.latent_dim=4",
+              "--config.data.builtin_train_size=96", "--config.data.builtin_eval_size=20",
+              "--batch_size=16", "--config.eval_batch_size=20", "--config.log_every_steps=2"]
+
+
+def _train_process(workdir, kill=None):
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ.get(
+      "MIMTEXT_TEST_JAX_CACHE", "/tmp/mimtext_test_jax_cache"), JAX_PLATFORMS="cpu")
+  head = [str(REPO / "tests" / "kill_worker.py"), kill] if kill else ["-m", "launch.train"]
+  return subprocess.run([sys.executable, *head, *_KILL_ARGS, f"--workdir={workdir}"], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=900)
+
+
+def _final_state(workdir):
+  template = _params_template(str(workdir))
+  with checkpoint_lib.Checkpointer(str(workdir), best_metric="valid_criterion") as ckpt:
+    out = ckpt.restore("latest", params_template=template)
+  records = _records(workdir)
+  train_steps = [r["step"] for r in records if r["split"] == "train"]
+  assert train_steps == sorted(set(train_steps))  # no step logged twice
+  return out["step"], out["params"], [(r["step"], r["criterion"]) for r in records
+                                      if r["split"] == "valid"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  proc = _train_process(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return _final_state(workdir)
+
+
+@pytest.mark.parametrize("kill,latest_before_resume", [("batch:9", 6), ("save:8", 6)],
+                         ids=["between_saves", "inside_a_save"])
+def test_sigkill_then_resume_is_bit_exact(uninterrupted, tmp_path, kill, latest_before_resume):
+  workdir = tmp_path / "run"
+  killed = _train_process(workdir, kill)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  with checkpoint_lib.Checkpointer(str(workdir), best_metric="valid_criterion") as ckpt:
+    assert ckpt.latest_step() == latest_before_resume  # the half-written step 8 does not count
+  resumed = _train_process(workdir)  # also takes over the dead process's lock
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "stale lock" in resumed.stderr
+  step, params, validations = _final_state(workdir)
+  ref_step, ref_params, ref_validations = uninterrupted
+  assert step == ref_step == 12
+  assert validations == ref_validations  # once each, with the same criterion
+  for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref_params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+
+
+# ------------------------------------------------------------------------------------------ 10
+
+
+def test_a_model_that_cannot_fit_is_refused_before_allocating(tmp_path):
+  config = _config(model__latent_dim=100_000_000)
+  with pytest.raises(experiment.ConfigError, match=r"needs about [\d,.]+ GiB .*decoder/") as info:
+    train_lib.train_and_evaluate(config, str(tmp_path / "never"))
+  assert "\n" not in str(info.value)
+  assert not (tmp_path / "never").exists()  # a run that failed before its first save leaves nothing
+
+
+def test_memory_estimate_against_the_parameter_count():
+  from mimtext import resources
+  config = _config()
+  model_cfg = experiment.model_config(config, 50)
+  params = train_lib.build_experiment(config, 50).state.params
+  estimate = resources.estimate_training_memory(model_cfg, per_device_batch=16, max_tokens=12)
+  assert estimate.num_params == sum(x.size for x in jax.tree_util.tree_leaves(params))
+  assert estimate.params_bytes == 16 * estimate.num_params
+  resources.check_training_fits(model_cfg, 16, 12, available=2**30)
+  with pytest.raises(experiment.ConfigError, match=r"device has 0.0 GiB"):
+    resources.check_training_fits(model_cfg, 16, 12, available=estimate.total_bytes)
+
+
+def test_an_evaluation_batch_the_devices_cannot_split_names_its_field():
+  config = _config(num_devices=4, batch_size=16, eval_batch_size=10)
+  with pytest.raises(experiment.ConfigError, match=r"^--config.eval_batch_size=10 "):
+    train_lib.build_experiment(config, 50)
