@@ -1,13 +1,20 @@
-r"""Evaluates a checkpoint written by `launch.train`: NLL/PPL bounds, BLEU-1, reconstructions.
+r"""Evaluates a checkpoint written by `launch.train`: bounds, information measures, figures, tasks.
 
-  python -m launch.evaluate --workdir=W [--step=best|latest|N] [--split=test] [--num_z_samples=10]
-      [--iw_samples=500]
+  python -m launch.evaluate --workdir=W [--step=best|latest|N] [--split=test]
+      [--suite=bounds,info,histograms,melbo,qa,classify | all] [--num_z_samples=10]
+      [--iw_samples=500] [--data_root=DIR]
 
-Restores the parameters only (no optimiser state), reads the run's saved config and vocabulary,
-scores the model as it was trained (inputless decoders without inputs, hidden-averaging decoders
-on L latents, AEs from z = μ without bounds),
-prints a table and writes it as JSON to W/eval_SPLIT.json, and draws the training curves of
-metrics.jsonl into W/curves.png. Logic lives in `mimtext.evaluation`.
+Restores the parameters only (no optimiser or data state), reads the run's saved config and
+vocabulary and scores the model as it was trained (inputless decoders without inputs,
+hidden-averaging decoders on L latents, AEs from z = μ). Sections (`mimtext.evaluation.suite`):
+bounds (ELBO, IW, MELBO and the IW bound under a post-hoc Gaussian-mixture prior fitted to the
+training codes, saved as W/posthoc_prior.json), info (mutual information, KL per dimension, active
+units, Kraskov entropy, Hoyer), histograms (seed 000 Figure 3), melbo (MELBO against the
+evaluation-set size, seed 000 Figure 5), qa (answer ranking on Yahoo) and classify (a frozen-encoder
+classifier on yahoo_topic and dbpedia). A section that does not apply is skipped with its reason.
+Writes W/eval_SPLIT.json (the bounds at the top level, every other section under its name),
+W/report_SPLIT.md embedding the PNGs, and W/curves.png from metrics.jsonl. Exits 1 when a result
+is not finite.
 """
 
 import math
@@ -23,6 +30,7 @@ from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
 from mimtext.evaluation import plots
 from mimtext.evaluation import runner
+from mimtext.evaluation import suite as suite_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.", required=True)
 _STEP = flags.DEFINE_string("step", "best", "Checkpoint to evaluate: best, latest or a step number.")
@@ -40,6 +48,22 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's data direc
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the z samples.")
 _PLOT = flags.DEFINE_bool("plot", True, "Also draw the run's training curves into W/curves.png.")
 
+_SUITE = flags.DEFINE_string(
+    "suite", ",".join(suite_lib.DEFAULT_SUITE),
+    f"Comma-separated sections of {', '.join(suite_lib.SECTIONS)}, or 'all'.")
+_POSTHOC = flags.DEFINE_bool("posthoc", True,
+                             "Fit (or reuse) the post-hoc prior and report its IW bound.")
+_POSTHOC_REFIT = flags.DEFINE_bool("posthoc_refit", False,
+                                   "Refit the post-hoc prior even when W/posthoc_prior.json fits "
+                                   "this step.")
+_HIST = flags.DEFINE_integer("histogram_sentences", 100, "Sentences of the Figure 3 histograms.")
+_MELBO_SUBSETS = flags.DEFINE_integer("melbo_subsets", 20, "Random subsets per size (melbo).")
+_QA_QUESTIONS = flags.DEFINE_integer("qa_questions", 1000, "Questions of the QA ranking set.")
+_CLASSIFY_MAX = flags.DEFINE_integer("classify_max_sentences", 5000,
+                                     "Sentences per labelled corpus (classify).")
+_DATA_ROOT = flags.DEFINE_string("data_root", None,
+                                 "Parent of yahoo/, yahoo_topic/, dbpedia/ (default "
+                                 "$MIMTEXT_DATA, else ../shared/data).")
 
 def non_finite_fields(report, prefix: str = "") -> list[str]:
   """The (dotted) names of the numbers in `report` that are NaN or infinite."""
@@ -60,6 +84,9 @@ def main(argv):
   common.setup_logging()
   if _BATCH.value <= 0 or _MAX_SENTENCES.value < 0:
     raise app.UsageError("--batch_size must be positive and --max_sentences >= 0")
+  for flag in (_HIST, _MELBO_SUBSETS, _QA_QUESTIONS, _CLASSIFY_MAX):
+    if flag.value <= 0:
+      raise app.UsageError(f"--{flag.name}={flag.value}: must be positive")
   for flag in (_NUM_Z, _IW):
     if flag.value is not None and flag.value <= 0:
       raise app.UsageError(f"--{flag.name}={flag.value}: must be positive")
@@ -73,17 +100,34 @@ def main(argv):
   split = corpus.splits[_SPLIT.value]
   if _MAX_SENTENCES.value:
     split = split.head(_MAX_SENTENCES.value)
-  num_z = _NUM_Z.value or run.config.eval.num_z_samples
-  iw = _IW.value or run.config.eval.iw_samples
-  report = runner.evaluate_split(run, split, num_z_samples=num_z, iw_samples=iw, seed=_SEED.value,
-                                 batch_size=_BATCH.value,
-                                 max_decode_len=run.config.eval.max_decode_len,
-                                 probe_split=corpus.splits.get("train"))
-  report.update(split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir)
-  print(runner.format_report(report, _SPLIT.value, corpus.name))
+  try:
+    sections = suite_lib.parse_suite(_SUITE.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  options = suite_lib.Options(
+      num_z_samples=_NUM_Z.value or run.config.eval.num_z_samples,
+      iw_samples=_IW.value or run.config.eval.iw_samples, batch_size=_BATCH.value,
+      seed=_SEED.value, max_decode_len=run.config.eval.max_decode_len, posthoc=_POSTHOC.value,
+      posthoc_refit=_POSTHOC_REFIT.value, histogram_sentences=_HIST.value,
+      melbo_subsets=_MELBO_SUBSETS.value, qa_questions=_QA_QUESTIONS.value,
+      classify_max_sentences=_CLASSIFY_MAX.value, data_root=_DATA_ROOT.value)
+  results = suite_lib.run_suite(run, corpus, _SPLIT.value, split, sections, options,
+                                log=lambda line: print(line, file=sys.stderr))
+  report = dict(results.pop("bounds", {}))
+  report.update(results, split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir,
+                suite=list(sections))
+  if "N" in report:
+    print(runner.format_report(report, _SPLIT.value, corpus.name))
+  for name in sections:
+    if name != "bounds":
+      print(f"\n{name}: " + suite_lib.one_line_summary(name, report[name]))
   path = os.path.join(run.workdir, f"eval_{_SPLIT.value}.json")
   checkpoint_lib.save_json(run.workdir, f"eval_{_SPLIT.value}.json", report)
   print(f"\nwrote {path}")
+  md = suite_lib.write_markdown({"bounds": report if "N" in report else None, **results},
+                                os.path.join(run.workdir, f"report_{_SPLIT.value}.md"),
+                                split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir)
+  print(f"wrote {md}")
   if _PLOT.value and os.path.exists(os.path.join(run.workdir, "metrics.jsonl")):
     print(f"wrote {plots.plot_training_curves(run.workdir)}")
   bad = non_finite_fields(report)

@@ -258,14 +258,23 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=rank, best_mode=self.best_mode, preservation_policy=policy,
         create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
-        enable_async_checkpointing=False)
+        save_interval_steps=0 if read_only else 1, enable_async_checkpointing=False)
     handlers = {
         "params": ocp.StandardCheckpointHandler(),
         "opt_state": ocp.StandardCheckpointHandler(),
         "data_state": ocp.JsonCheckpointHandler(),
         "integrity": ocp.JsonCheckpointHandler(),
     }  # "metrics" is the manager's own item (written from `save(..., metrics=)`).
-    return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    if not read_only:
+      return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    # orbax warns that a read-only directory is read only: expected here, so not shown.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+      return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    finally:
+      absl_logger.setLevel(level)
 
   # --- queries ------------------------------------------------------------------------------
 

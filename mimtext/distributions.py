@@ -70,8 +70,22 @@ def standard_normal_log_prob(z: Array) -> Array:
   return -0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
 
 
+def normal_kl_standard_per_dim(mean: Array, log_var: Array) -> Array:
+  """KL(N(μ_d, σ²_d) ‖ N(0, 1)) = ½ [μ_d² + σ²_d − 1 − log σ²_d] of each dimension (free bits).
+
+  Args:
+    mean: μ ``[..., d]``.
+    log_var: log σ² ``[..., d]``.
+
+  Returns:
+    ``[..., d]``.
+  """
+  return 0.5 * (jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var)
+
+
 def normal_kl_standard(mean: Array, log_var: Array) -> Array:
-  """KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_d [μ_d² + σ²_d − 1 − log σ²_d].
+  """KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_d [μ_d² + σ²_d − 1 − log σ²_d]: the sum over d of
+  ``normal_kl_standard_per_dim``.
 
   Args:
     mean: μ ``[..., d]``.
@@ -80,7 +94,7 @@ def normal_kl_standard(mean: Array, log_var: Array) -> Array:
   Returns:
     ``[...]``.
   """
-  return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var, axis=-1)
+  return jnp.sum(normal_kl_standard_per_dim(mean, log_var), axis=-1)
 
 
 def normal_kl(mean_q: Array, log_var_q: Array, mean_p: Array, log_var_p: Array) -> Array:

@@ -76,14 +76,6 @@ def test_nll_bounds_arithmetic():
     bounds.nll_bounds({k: v[:0] for k, v in terms.items()}, words[:0])
 
 
-def test_active_units_and_hoyer():
-  rng = np.random.default_rng(0)
-  codes = np.concatenate([rng.normal(size=(200, 2)), 1e-3 * rng.normal(size=(200, 3))], axis=1)
-  assert bounds.active_units(codes) == 2
-  one_hot = np.eye(4)[rng.integers(0, 4, size=50)]
-  assert bounds.average_hoyer(one_hot) > 0.6
-
-
 @pytest.mark.parametrize("name,kw", [("hsvae", dict(posterior="hsvae")), ("matvae", {})])
 def test_sparse_model_bounds_are_finite_and_ordered(name, kw, params):
   model = dataclasses.replace(MODEL, latent_dim=3, **kw)

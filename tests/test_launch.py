@@ -7,10 +7,13 @@ import pathlib
 import subprocess
 import sys
 
+from absl import flags
 import jax
 import ml_collections
+from ml_collections import config_flags
 import pytest
 
+from launch.configs import base
 from mimtext import experiment
 from mimtext import train as train_lib
 
@@ -47,10 +50,35 @@ def _toy(config_json: dict):
   return config
 
 
+def _parse_flagfile(flagfile: str) -> dict:
+  """The config a flagfile gives, parsed in-process the way `launch.train` parses it.
+
+  ml_collections registers the `--config.FIELD` override flags it sees in sys.argv when the flag
+  is defined, so the flag is defined in a fresh FlagValues under that argv (one process parses
+  every flagfile; `test_dry_run_prints_the_config_and_writes_nothing` covers the command line).
+  """
+  argv = ["launch.train", f"--flagfile={flagfile}"]
+  saved_argv, sys.argv = sys.argv, argv
+  try:
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_dict("config", base.get_config(), flag_values=values)
+    values(argv)
+  finally:
+    sys.argv = saved_argv
+  experiment.validate_config(values.config)
+  return values.config.to_dict()
+
+
+def test_dry_run_prints_the_config_and_writes_nothing(tmp_path):
+  flagfile = str(REPO / "launch" / "configs" / "ptb_smim_128.flags")
+  proc = _run("launch.train", f"--flagfile={flagfile}", f"--workdir={tmp_path / 'w'}", "--dry_run")
+  assert json.loads(proc.stdout) == json.loads(json.dumps(_parse_flagfile(flagfile)))
+  assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("flagfile", FLAGFILES, ids=os.path.basename)
 def test_every_flagfile_parses_documents_itself_and_takes_a_step_on_4_devices(flagfile, tmp_path):
-  proc = _run("launch.train", f"--flagfile={flagfile}", f"--workdir={tmp_path / 'w'}", "--dry_run")
-  config_json = json.loads(proc.stdout)
+  config_json = _parse_flagfile(flagfile)
   name = os.path.basename(flagfile)
   if name.startswith("ptb_"):
     family, latent = name[len("ptb_"):-len(".flags")].rsplit("_", 1)
@@ -60,7 +88,6 @@ def test_every_flagfile_parses_documents_itself_and_takes_a_step_on_4_devices(fl
                                                 "ae": "ae"}[family]
     assert config_json["objective"]["kl_schedule"] == (
         "linear" if family == "svae_kl" else "constant")
-  assert not (tmp_path / "w").exists()
   with open(flagfile, encoding="utf-8") as f:
     assert f"python -m launch.train --flagfile=launch/configs/{name}" in f.read()
 

@@ -145,3 +145,24 @@ def test_process_shards_partition_each_global_batch(shuffle):
   with pytest.raises(ValueError, match="divisible"):
     BatchPipeline(examples, global_batch_size=7, seed=0, shuffle=False, drop_remainder=False,
                   process_count=2)
+
+
+def test_every_process_restores_the_state_process_0_saved():
+  """Only process 0 writes the data state of a multi-process run: process 1 restores from it and
+  yields its own rows of the same remaining global batches."""
+  examples = _examples(37)
+  kwargs = dict(global_batch_size=8, seed=2, shuffle=True, drop_remainder=False,
+                process_count=2)
+  first = BatchPipeline(examples, process_index=0, **kwargs)
+  iterator = first.epoch(1)
+  next(iterator)
+  state = json.loads(json.dumps(first.state(iterator, 1)))
+  second = BatchPipeline(examples, process_index=1, **kwargs)
+  resumed, epoch = second.restore(state)
+  expected = _epoch(second, 1)[1:]
+  got = list(resumed)
+  assert epoch == 1 and len(got) == len(expected)
+  for want, have in zip(expected, got):
+    np.testing.assert_array_equal(want["index"], have["index"])
+  with pytest.raises(ValueError, match="process_count"):
+    BatchPipeline(examples, process_index=0, **{**kwargs, "process_count": 1}).restore(state)

@@ -237,11 +237,11 @@ def test_evaluation_exits_non_zero_on_non_finite_results(four_steps, tmp_path, m
                                                          capsys):
   from launch import evaluate as evaluate_launch
   workdir = _copy(four_steps, tmp_path)
-  monkeypatch.setattr(evaluate_launch.runner, "evaluate_split",
-                      lambda *a, **k: {"elbo_nll": float("nan"), "bleu1": 0.5})
-  monkeypatch.setattr(evaluate_launch.runner, "format_report", lambda *a, **k: "table")
+  monkeypatch.setattr(evaluate_launch.suite_lib, "run_suite", lambda *a, **k: {
+      "bounds": {"elbo_nll": float("nan"), "bleu1": 0.5}, "timings": {"bounds": 0.0}})
   flags = evaluate_launch.flags.FLAGS
-  flags(["evaluate", f"--workdir={workdir}", "--split=valid", "--step=latest", "--noplot"])
+  flags(["evaluate", f"--workdir={workdir}", "--split=valid", "--step=latest", "--noplot",
+         "--suite=bounds"])
   try:
     with pytest.raises(SystemExit) as info:
       evaluate_launch.main(["evaluate"])

@@ -168,7 +168,7 @@ def test_amim_loss_with_the_batch_constant_matches_the_official_loss(params):
   value, metrics = mim.loss(params, batch, key=key, step=0, cfg=cfg, deterministic=True)
   # The z the library draws (keys as in the loss), passed to the reference as model.forward does.
   post = sentence_ae.encode(params, TOKENS, LENGTHS, CFG)
-  zs = np.asarray(common.gaussian_samples(common.step_keys(key, True).latent, post, 1)[0])
+  zs = np.asarray(mim.LATENTS.sample(common.step_keys(key, True).latent, post, cfg, 1).z[0])
   want = _official_amim_loss(_torch_layout(params), _official_rows(), zs[:REAL])
   np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-5)
   # B counts the valid sentences only; the criterion is Algorithm 1's value without the constant.

@@ -263,7 +263,10 @@ class BatchPipeline:
     """
     expected = self._fingerprint()
     saved = state.get("pipeline", {})
-    differences = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
+    # The position is one of global batches, the same on every process; only process 0 writes
+    # the state, so every other process restores the state it wrote.
+    differences = {k: (saved.get(k), v) for k, v in expected.items()
+                   if saved.get(k) != v and k != "process_index"}
     if differences:
       raise ValueError(
           f"pipeline state does not match this pipeline (saved, current): {differences}")

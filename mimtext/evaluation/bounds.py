@@ -2,13 +2,27 @@
 
 Every model is scored as it was trained (`objectives.common.scoring`): an inputless decoder without
 its inputs, a hidden-averaging decoder (seed 003 Eq. 7-8) on L jointly drawn latents, an AE from
-z = μ with no bound at all. Per sentence x_i (with T_i target tokens) and draws
-z_ij = (z_ij1..z_ijL), z_ijl ~ q(z|x_i), j = 1..k:
+z = μ with no bound under its own (absent) prior. Latents are drawn, and the prior evaluated, by
+the objective's latent family (`objectives.latent_family`: N(0, I), MAT-VAE's spike-and-slab,
+HSVAE's p(z|γ) p(γ)), the same functions its loss uses. Per sentence x_i (with T_i target tokens)
+and draws z_ij = (z_ij1..z_ijL), z_ijl ~ q(z|x_i), j = 1..k:
 - ELBO bound (seed 001 Eq. 2):
   −log p(x_i) ≤ −(1/k) Σ_j log p(x_i|z_ij) + L · KL(q(z|x_i) ‖ p(z)).
   (seed 003 reports its AVG models with one KL term: `elbo_one_kl`, labelled, not a bound.)
 - Importance-weighted bound (Burda et al. 2016), over the L-tuples:
   −log p(x_i) ≤ −log (1/K) Σ_j p(x_i|z_ij) Π_l p(z_ijl) / q(z_ijl|x_i), p(z) the model's prior.
+  With K = 1 it is the one-draw ELBO estimate log p(x|z) + log p(z) − log q(z|x); it tightens
+  in expectation as K grows. For HSVAE p(z) and q(z|x) are the closed-form marginals over γ
+  (`objectives.hsvae`), so even K = 1 is at least as tight as its ELBO over (z, γ). The K draws
+  are taken `iw_chunk` at a time (vmap within a chunk, `lax.scan` over chunks) and reduced by a
+  streaming float32 logsumexp, so memory does not grow with K (K = 500 and more).
+- Post-hoc importance-weighted bound: the same with p(z) replaced by a density p̂(z) fitted after
+  training (e.g. `posthoc_prior.log_prob` of a Gaussian mixture): it bounds −log p̂(x_i),
+  p̂(x) = ∫ p(x|z) p̂(z) dz, the likelihood of the decoder under the fitted prior. Any proposal
+  with full support gives a valid bound; the model's posterior is used, and for the AE (no
+  trained σ) the proposal N(μ(x), s² I) with a fixed s (`proposal_std`). For HSVAE p̂ replaces
+  the marginal p(z) = ∫ p(z|γ) p(γ) dγ, and q(z|x) is the marginal over γ (closed form: the
+  spike-and-slab is linear in γ), so the bound is on ∫ p(x|z) p̂(z) dz as for the other models.
 - MELBO bound on the test-set NLL (seed 000 Eq. 16):
   NLL ≤ −(1/N) Σ_i (1/k) Σ_j log p(x_i|z_ij) + log N, a bound only for the prior equal to the
   evaluation set's own aggregate posterior; it grows with N, which is always reported beside it.
@@ -17,65 +31,34 @@ z_ij = (z_ij1..z_ijL), z_ijl ~ q(z|x_i), j = 1..k:
   ("-eos"); out of the numerator but in the denominator ("smim", the official sMIM test script,
   seed 000 Table 2).
 
-Notation: b batch, t time, d latent, k samples.
+Notation: b batch, t time, d latent, k samples, c draws per chunk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mimtext import distributions
 from mimtext import objectives
-from mimtext import sparse_distributions as sd
 from mimtext.models import sentence_ae
-from mimtext.objectives import hsvae
-from mimtext.objectives import matvae
+from mimtext.objectives import latents
 
 Array = jax.Array
+# A post-hoc prior density: prior_fn(prior_params, z [..., d]) -> log p̂(z) [...], pure jnp.
+PriorFn = Callable[[Any, Array], Array]
+
+# Per-sentence importance-weighted bounds and the log-weight each one adds to log p(x|z).
+_IW_WEIGHTS = {"iw": "log_w", "posthoc_iw": "posthoc_log_w"}
+_MEANS = ("log_px", "log_px_no_eos", "kl")
 
 
-def _latent_sampler(params, batch, cfg: objectives.ObjectiveConfig):
-  """(posterior, code, closed-form KL or None, sample(key) -> (z, log q(z,·|x) − log p(z,·)))."""
-  model = cfg.model
-  post = sentence_ae.encode(params, batch["tokens"], batch["lengths"], model)
-  if model.posterior == "hsvae":
-    kl_gamma = sd.sum_last(sd.beta_kl(post.beta_a, post.beta_b, cfg.prior_alpha, cfg.prior_beta))
-    code = sd.spike_slab_mean(sd.beta_log_mean(post.beta_a, post.beta_b)[1], post.mean)
-
-    def sample(key):
-      z, log_g, log1m_g = hsvae.sample_latents(key, post, cfg, 1)
-      z, log_g, log1m_g = z[0], log_g[0], log1m_g[0]
-      log_q_z = sd.spike_slab_log_prob(z, log_g, log1m_g, post.mean, post.log_var,
-                                       spike_scale=cfg.spike_scale)
-      log_p_z = sd.spike_slab_log_prob(z, log_g, log1m_g, jnp.zeros_like(z), jnp.zeros_like(z),
-                                       spike_scale=cfg.spike_scale)
-      log_q_g = sd.sum_last(sd.beta_log_prob_log_space(log_g, log1m_g, post.beta_a, post.beta_b))
-      log_p_g = sd.sum_last(sd.beta_log_prob_log_space(log_g, log1m_g, cfg.prior_alpha,
-                                                       cfg.prior_beta))
-      # KL of the ELBO: MC over (γ, z) for the spike-and-slab part, closed form for γ.
-      return z, (log_q_z - log_p_z) + (log_q_g - log_p_g), (log_q_z - log_p_z) + kl_gamma
-
-    return post, code, sample
-
-  def sample(key):
-    z = distributions.normal_sample(key, post.mean, post.log_var)
-    log_q = distributions.normal_log_prob(z, post.mean, post.log_var)
-    if cfg.name == "matvae":  # its prior is the spike-and-slab, not N(0, I)
-      log_ratio = log_q - matvae.prior_log_prob(z, cfg)
-      return z, log_ratio, log_ratio
-    log_ratio = log_q - distributions.standard_normal_log_prob(z)
-    return z, log_ratio, distributions.normal_kl_standard(post.mean, post.log_var)
-
-  return post, post.mean, sample
-
-
-def _log_likelihood_terms(params, zs: Array, tokens: Array, lengths: Array,
+def log_likelihood_terms(params, zs: Array, tokens: Array, lengths: Array,
                           cfg: objectives.ObjectiveConfig, scoring: objectives.common.Scoring):
   """log p(x | z_1..L) with and without its <eos> term, scored as the model was trained: [b], [b].
 
@@ -92,64 +75,181 @@ def _log_likelihood_terms(params, zs: Array, tokens: Array, lengths: Array,
   return per_token.sum(axis=1), log_eos
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "num_samples", "iw_samples"))
+def fixed_std_proposal(post: sentence_ae.Posterior, std: float | Array) -> sentence_ae.Posterior:
+  """q(z|x) = N(μ(x), s² I): a proposal for a model without a trained σ (the AE): [b,d] fields."""
+  log_var = jnp.full_like(post.mean, 2.0 * jnp.log(jnp.asarray(std, post.mean.dtype)))
+  return sentence_ae.Posterior(post.mean, log_var, log_var)
+
+
+def draw_terms(params, post: sentence_ae.Posterior, key: Array, batch,
+               cfg: objectives.ObjectiveConfig, family: latents.LatentFamily, *,
+               model_prior: bool = True, prior_fn: PriorFn | None = None,
+               prior_params: Any = None) -> dict[str, Array]:
+  """One draw: an L-tuple z_1..L ~ q(z|x) and what every bound needs of it: dict of [b].
+
+  log_px, log_px_no_eos: log p(x | z_1..L) with and without the <eos> term;
+  with `model_prior`: kl (`family.kl`, one latent's KL averaged over the L) and
+    log_w = Σ_l [log p(z_l) − log q(z_l|x)], the model's importance log-weight;
+  with `prior_fn`: posthoc_log_w = Σ_l [log p̂(z_l) − log q(z_l|x)], p̂ the post-hoc prior.
+  L = `scoring(cfg).num_latents`.
+  """
+  scoring = objectives.common.scoring(cfg)
+  draw = family.sample(key, post, cfg, scoring.num_latents)
+  log_px, log_eos = log_likelihood_terms(params, draw.z, batch["tokens"], batch["lengths"], cfg,
+                                          scoring)
+  terms = {"log_px": log_px, "log_px_no_eos": log_px - log_eos}
+  if model_prior:
+    terms["kl"] = family.kl(post, draw, cfg)
+    terms["log_w"] = (family.log_prior(draw.z, cfg) - draw.log_q).sum(0)
+  if prior_fn is not None:
+    terms["posthoc_log_w"] = (prior_fn(prior_params, draw.z) - draw.log_q).sum(0)
+  return terms
+
+
+def _is_logsumexp(name: str) -> bool:
+  return name.startswith(tuple(f"{bound}_log_px" for bound in _IW_WEIGHTS))
+
+
+def chunk_statistics(terms: dict[str, Array], index: Array, num_samples: int,
+                     iw_samples: int) -> dict[str, Array]:
+  """Reduces the draws of one chunk: terms [c,b] of the draws numbered `index` [c] → dict of [b].
+
+  log_px, log_px_no_eos, kl: sums over the draws j < num_samples (none when num_samples = 0);
+  B_log_px, B_log_px_no_eos for B in iw, posthoc_iw (where its log-weight is in `terms`):
+  logsumexp_j (log p(x|z_j) + log w_j) over the draws j < iw_samples, in float32.
+  """
+  stats = {}
+  if num_samples:
+    in_mean = (index < num_samples)[:, None]
+    for name in _MEANS:
+      if name in terms:
+        stats[name] = jnp.sum(jnp.where(in_mean, terms[name], 0.0), axis=0)
+  in_iw = (index < iw_samples)[:, None]
+  for bound, weight in _IW_WEIGHTS.items():
+    if weight not in terms:
+      continue
+    for suffix in ("", "_no_eos"):
+      values = (terms["log_px" + suffix] + terms[weight]).astype(jnp.float32)
+      stats[f"{bound}_log_px{suffix}"] = jax.nn.logsumexp(
+          jnp.where(in_iw, values, -jnp.inf), axis=0)
+  return stats
+
+
+def merge_statistics(total: dict[str, Array], chunk: dict[str, Array]) -> dict[str, Array]:
+  """Running reduction: sums add, logsumexps combine by logaddexp (the streaming logsumexp)."""
+  return {name: (jnp.logaddexp if _is_logsumexp(name) else jnp.add)(total[name], chunk[name])
+          for name in total}
+
+
+def stream_draws(draw_fn: Callable[[Array], dict[str, Array]], key: Array, num_draws: int,
+                 chunk: int, num_samples: int, iw_samples: int) -> dict[str, Array]:
+  """Reduces draws j = 0..num_draws−1 of `draw_fn` (key fold_in(key, j)) with bounded memory.
+
+  The draws go c at a time, c = ⌈num_draws / n⌉ ≤ chunk with n = ⌈num_draws / chunk⌉ chunks:
+  vmap over the c draws of a chunk, `lax.scan` over the n chunks carrying the running sums and
+  logsumexps (`chunk_statistics`, `merge_statistics`); the < n padding draws past num_draws are
+  masked out. Draw j has the key fold_in(key, j) whatever the chunking, so the result does not
+  depend on `chunk` beyond float rounding. Memory: one chunk's c decoder passes.
+  """
+  num_chunks = -(-num_draws // chunk)
+  size = -(-num_draws // num_chunks)
+  index = jnp.arange(num_chunks * size).reshape(num_chunks, size)
+
+  def statistics(chunk_index):
+    keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(chunk_index)
+    return chunk_statistics(jax.vmap(draw_fn)(keys), chunk_index, num_samples, iw_samples)
+
+  shapes = jax.eval_shape(statistics, index[0])
+  init = {name: jnp.full(s.shape, -jnp.inf if _is_logsumexp(name) else 0.0, s.dtype)
+          for name, s in shapes.items()}
+  total, _ = jax.lax.scan(lambda acc, idx: (merge_statistics(acc, statistics(idx)), None),
+                          init, index)
+  return total
+
+
+def _finish(total: dict[str, Array], num_samples: int, iw_samples: int) -> dict[str, Array]:
+  """Means over k = num_samples draws and log-means over K = iw_samples draws: dict of [b]."""
+  return {name: value - math.log(iw_samples) if _is_logsumexp(name) else value / num_samples
+          for name, value in total.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "num_samples", "iw_samples", "iw_chunk",
+                                             "prior_fn"))
 def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, num_samples: int,
-                   iw_samples: int | None = None):
+                   iw_samples: int | None = None, *, iw_chunk: int = 10,
+                   prior_fn: PriorFn | None = None, prior_params: Any = None,
+                   proposal_std: float | Array | None = None):
   """Per-sentence ingredients of every bound, scored as the model was trained: dict of [b] arrays.
 
-  Draws max(num_samples, iw_samples) latent draws per sentence, one at a time (`lax.map`, so
-  memory stays at one [L,b,t,h] state tensor). Each draw is an L-tuple z_1..L of independent
-  posterior samples (L = `scoring(cfg).num_latents`; 1 except for hidden-state averaging), scored
-  by the decoder the way it was trained (`_log_likelihood_terms`). Returns:
+  Draws max(num_samples, iw_samples) latent draws per sentence, at most `iw_chunk` at a time
+  (`stream_draws`: memory is that of `iw_chunk` decoder passes, [c,L,b,t,h] states and [c,b,t,v]
+  logits, whatever K). Each draw is an L-tuple z_1..L of independent posterior draws of the
+  objective's latent family (L = `scoring(cfg).num_latents`; 1 except for hidden-state averaging),
+  scored by the decoder the way it was trained (`log_likelihood_terms`). Returns:
     log_px, log_px_no_eos: (1/k) Σ_j log p(x | z_j,1..L) over the first k = num_samples draws, with
       and without the <eos> term;
-    iw_log_px, iw_log_px_no_eos: log (1/K) Σ_j p(x | z_j,1..L) Π_l p(z_jl, ·) / q(z_jl, ·|x) over
-      the first K = iw_samples draws (default num_samples), under the model's own prior (N(0, I),
-      MAT-VAE's spike-and-slab, HSVAE's p(z|γ) p(γ));
-    kl: the KL term of one latent (closed form where one exists, else its k-draw average); a
-      valid bound for L latents carries L × kl;
-    code: the deterministic code (posterior mean; (1 − E γ) μ for HSVAE), for active units;
+    iw_log_px, iw_log_px_no_eos: log (1/K) Σ_j p(x | z_j,1..L) Π_l p(z_jl) / q(z_jl|x) over
+      the first K = iw_samples draws (default num_samples), under the model's own prior
+      (`family.log_prior`);
+    kl: the KL term of one latent (`family.kl`: closed form where one exists, else its k-draw
+      average); a valid bound for L latents carries L × kl;
+    code: the deterministic code (`family.code`: μ; (1 − E γ) μ for HSVAE), for active units;
     z_sample: one posterior sample per sentence (the first draw's first latent), for the average
       Hoyer of seed 004 §4.1.3;
-    post_std, frac_at_floor: `objectives.common.posterior_row_stats`.
-  For an AE (z = μ) only log_px, log_px_no_eos (at z = μ), code, z_sample (= μ) and the row
-  statistics are returned: it defines no likelihood bound.
+    post_std, frac_at_floor: `objectives.common.posterior_row_stats`;
+    with `prior_fn`: posthoc_iw_log_px, posthoc_iw_log_px_no_eos, the importance-weighted bound
+      over the same K draws under the post-hoc prior log p̂(z) = prior_fn(prior_params, z) (see
+      the module docstring).
+  For an AE (z = μ) log_px, log_px_no_eos (at z = μ), code, z_sample (= μ) and the row statistics
+  are returned, and with `prior_fn` the post-hoc bound over K = iw_samples (default num_samples)
+  draws of the proposal N(μ(x), proposal_std² I) (required then): it has no prior of its own.
+
+  Args:
+    iw_chunk: draws per chunk (static); the result does not depend on it beyond float rounding.
+    prior_fn: static, a pure jnp function (prior_params, z [..., d]) -> log p̂(z) [...], e.g.
+      `posthoc_prior.log_prob`; pass a module-level function (a new `functools.partial` object
+      recompiles).
+    prior_params: traced pytree (e.g. a fitted `GaussianMixture`): refitting does not recompile.
+    proposal_std: s of the AE's proposal N(μ(x), s² I) (traced); any s > 0 gives a valid bound,
+      tighter when N(μ, s²) is close to p(z|x) under p̂. Rejected for models with a posterior.
   """
+  if iw_chunk < 1:
+    raise ValueError(f"iw_chunk must be >= 1, got {iw_chunk}")
   tokens, lengths = batch["tokens"], batch["lengths"]
   scoring = objectives.common.scoring(cfg)
-  post, code, sample = _latent_sampler(params, batch, cfg)
+  family = objectives.latent_family(cfg)
+  post = sentence_ae.encode(params, tokens, lengths, cfg.model)
   post_std, frac_at_floor = objectives.common.posterior_row_stats(post, cfg.model)
-  shared = {"code": code, "post_std": post_std, "frac_at_floor": frac_at_floor}
-  if scoring.deterministic_z:
-    log_px, log_eos = _log_likelihood_terms(params, post.mean[None], tokens, lengths, cfg,
-                                            scoring)
-    return {"log_px": log_px, "log_px_no_eos": log_px - log_eos, "z_sample": post.mean,
-            **shared}
+  out = {"code": family.code(post), "post_std": post_std, "frac_at_floor": frac_at_floor}
   iw_samples = iw_samples or num_samples
-  num_latents = scoring.num_latents
-
-  def one_draw(draw_key):
-    z, log_ratio, kl = jax.vmap(sample)(jax.random.split(draw_key, num_latents))
-    log_px, log_eos = _log_likelihood_terms(params, z, tokens, lengths, cfg, scoring)
-    return log_px, log_eos, -log_ratio.sum(0), kl.mean(0), z[0]
-
+  posthoc = functools.partial(draw_terms, prior_fn=prior_fn, prior_params=prior_params)
+  if scoring.deterministic_z:
+    log_px, log_eos = log_likelihood_terms(params, post.mean[None], tokens, lengths, cfg,
+                                            scoring)
+    out.update(log_px=log_px, log_px_no_eos=log_px - log_eos, z_sample=post.mean)
+    if prior_fn is None:
+      return out
+    if proposal_std is None:
+      raise ValueError("a post-hoc bound for an AE needs proposal_std: its σ head never trained, "
+                       "so the proposal is N(μ(x), proposal_std² I)")
+    proposal = fixed_std_proposal(post, proposal_std)
+    draw_fn = lambda k: posthoc(params, proposal, k, batch, cfg, latents.GAUSSIAN,
+                                model_prior=False)
+    out.update(_finish(stream_draws(draw_fn, key, iw_samples, iw_chunk, 0, iw_samples), 0,
+                       iw_samples))
+    return out
+  if proposal_std is not None:
+    raise ValueError("proposal_std is the AE's proposal; a model with a posterior uses q(z|x)")
+  # A bound needs draws whose density log q is exact: HSVAE's relaxed (soft) spike/slab choice
+  # is not scored by the mixture density, so draws are exact (hard); no-op for other families.
+  cfg = dataclasses.replace(cfg, concrete_hard=True)
+  draw_fn = lambda k: posthoc(params, post, k, batch, cfg, family)
   draws = max(num_samples, iw_samples)
-  log_px, log_eos, log_w, kl, zs = jax.lax.map(one_draw, jax.random.split(key, draws))
-  k = num_samples
-
-  def iw(values):
-    return jax.nn.logsumexp(values[:iw_samples] + log_w[:iw_samples], axis=0) - jnp.log(
-        float(iw_samples))
-
-  return {
-      "log_px": log_px[:k].mean(0),
-      "log_px_no_eos": (log_px - log_eos)[:k].mean(0),
-      "iw_log_px": iw(log_px),
-      "iw_log_px_no_eos": iw(log_px - log_eos),
-      "kl": kl[:k].mean(0),
-      "z_sample": zs[0],
-      **shared,
-  }
+  out.update(_finish(stream_draws(draw_fn, key, draws, iw_chunk, num_samples, iw_samples),
+                     num_samples, iw_samples))
+  first = family.sample(jax.random.fold_in(key, 0), post, cfg, scoring.num_latents)
+  out["z_sample"] = first.z[0]
+  return out
 
 
 # The three perplexity conventions (DESIGN §3, §7): which of <eos> enters the numerator (the NLL)
@@ -176,7 +276,8 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
 
   Args:
     terms: "log_px", "log_px_no_eos" and, unless `scoring.deterministic_z`, "iw_log_px",
-      "iw_log_px_no_eos", "kl", each [N] (see `sentence_terms`).
+      "iw_log_px_no_eos", "kl", each [N] (see `sentence_terms`); optionally
+      "posthoc_iw_log_px", "posthoc_iw_log_px_no_eos" (a post-hoc prior, also for an AE).
     num_words: [N] words per sentence (without <sos>/<eos>).
     scoring: how the model was trained (default: one latent, stochastic z).
   Returns:
@@ -186,6 +287,7 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
     `PPL_CONVENTIONS`). With L > 1 jointly decoded latents, "elbo" is the valid bound (L × KL)
     and "elbo_one_kl" the quantity seed 003 reports (one KL term, not a bound on this model's NLL);
     kl is one latent's KL and kl_total = L × kl. An AE gets rec only and "bounds_skipped" says why.
+    With post-hoc terms also the bound "posthoc_iw" (under the fitted prior p̂, not the model's).
   """
   scoring = scoring or objectives.common.Scoring(1.0, 1, False, False)
   n = len(num_words)
@@ -200,7 +302,10 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
   if scoring.deterministic_z:
     out["bounds_skipped"] = (
         "an AE decodes z = μ(x) and never trains its log-variance head, so it defines no "
-        "posterior or prior to bound log p(x) with: reconstruction from z = μ and BLEU only")
+        "posterior or prior to bound log p(x) with: reconstruction from z = μ and BLEU only"
+        + ("; the posthoc_iw bound is under a prior fitted after training, with the proposal "
+           "N(μ(x), s² I)" if "posthoc_iw_log_px" in terms else ""))
+    _add_posthoc_bound(out, terms, rec, tokens, n)
     return out
   kl = np.asarray(terms["kl"], np.float64)
   num_latents = scoring.num_latents
@@ -212,16 +317,14 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
   _add_bound(out, "iw", {s: -np.asarray(terms["iw_log_px" + s], np.float64) for s in rec},
              tokens, n)
   _add_bound(out, "melbo", rec, tokens, n, offset=math.log(n))
+  _add_posthoc_bound(out, terms, rec, tokens, n)
   return out
 
 
-def average_hoyer(codes: np.ndarray) -> float:
-  """Average Hoyer sparsity of the codes [N,d] (seed 004 Eq. 3, dimensions standardised first)."""
-  return float(sd.average_hoyer(jnp.asarray(codes)))
+def _add_posthoc_bound(out: dict, terms: dict[str, np.ndarray], rec: dict[str, np.ndarray],
+                       tokens: dict[str, float], n: int) -> None:
+  """The "posthoc_iw" bound, when `terms` has the post-hoc importance-weighted log p̂(x)."""
+  if "posthoc_iw_log_px" in terms:
+    _add_bound(out, "posthoc_iw", {s: -np.asarray(terms["posthoc_iw_log_px" + s], np.float64)
+                                   for s in rec}, tokens, n)
 
-
-def active_units(means: np.ndarray, threshold: float = 0.01) -> int:
-  """Number of latent dimensions with Cov_x(E_q[z_d]) > threshold (Burda et al. 2016): [N,d] → int."""
-  if means.shape[0] < 2:
-    return 0
-  return int(np.sum(np.var(means, axis=0, ddof=1) > threshold))

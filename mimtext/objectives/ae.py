@@ -6,6 +6,11 @@ L = −(1/N) Σ_i log p(x_i | μ(x_i)).
 from __future__ import annotations
 
 from mimtext.objectives import common
+from mimtext.objectives import latents
+
+# Its latent family is used only to score z = μ in the metrics and, in evaluation, as the
+# N(μ, s² I) proposal of an importance-weighted bound under a post-hoc prior (`evaluation.bounds`).
+LATENTS = latents.GAUSSIAN
 
 
 def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic: bool = False):
@@ -15,5 +20,5 @@ def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic
   log_px = common.reconstruct(params, post.mean[None], batch, cfg, keys, step)
   value = -common.batch_mean(log_px, batch["valid"])
   metrics = {"loss": value, "criterion": value, **common.reconstruction_metrics(log_px, batch),
-             **common.posterior_metrics(post, post.mean, batch, cfg.model)}
+             **common.posterior_metrics(post, latents.point_draw(post), batch, cfg, LATENTS)}
   return value, metrics

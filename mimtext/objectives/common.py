@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from mimtext import distributions
 from mimtext import nn
 from mimtext.models import sentence_ae
+from mimtext.objectives import latents
 
 Array = jax.Array
 
@@ -199,11 +200,6 @@ def reconstruct(params, zs: Array, batch, cfg: ObjectiveConfig, keys: StepKeys, 
       dropout_key=keys.decoder_dropout, word_key=word_key, word_keep_rate=keep)
 
 
-def gaussian_samples(key: Array, post: sentence_ae.Posterior, num: int) -> Array:
-  """num reparameterised samples of q(z|x): [k,b,d]."""
-  return distributions.normal_sample(key, post.mean, post.log_var, sample_shape=(num,))
-
-
 def kl_term(kl_per_dim: Array, valid: Array, free_bits: float) -> Array:
   """Batch-mean KL; with free bits Σ_d max(λ, mean_b KL_d) (Kingma et al. 2016, Eq. in §C.8)."""
   if free_bits <= 0:
@@ -223,18 +219,21 @@ def reconstruction_metrics(log_px: Array, batch) -> dict[str, Array]:
   }
 
 
-def posterior_metrics(post: sentence_ae.Posterior, z: Array, batch,
-                      cfg: sentence_ae.ModelConfig) -> dict[str, Array]:
-  """KL, log q(z|x), log N(z; 0, I), mean posterior σ and the fraction of dimensions at the floor.
+def posterior_metrics(post: sentence_ae.Posterior, draw: latents.LatentDraw, batch,
+                      cfg: ObjectiveConfig, family: latents.LatentFamily) -> dict[str, Array]:
+  """Batch means of the KL term, log q(z|x) and log p(z) under the objective's latent `family`,
+  the mean posterior σ and the fraction of dimensions at the floor.
 
-  z: one sample per sentence [b,d].
+  draw: the loss's k draws (`LatentDraw`, z [k,b,d]); log q and log p are those of the first
+  draw, the KL is `family.kl` (closed form, or its k-draw Monte Carlo average).
   """
   valid = batch["valid"]
-  row_std, row_floor = posterior_row_stats(post, cfg)
+  first = latents.take_draw(draw, 0)
+  row_std, row_floor = posterior_row_stats(post, cfg.model)
   return {
-      "kl": batch_mean(distributions.normal_kl_standard(post.mean, post.log_var), valid),
-      "log_q": batch_mean(distributions.normal_log_prob(z, post.mean, post.log_var), valid),
-      "log_prior": batch_mean(distributions.standard_normal_log_prob(z), valid),
+      "kl": batch_mean(family.kl(post, draw, cfg), valid),
+      "log_q": batch_mean(first.log_q, valid),
+      "log_prior": batch_mean(family.log_prior(first.z, cfg), valid),
       "post_std": batch_mean(row_std, valid),
       "frac_at_floor": batch_mean(row_floor, valid),
   }

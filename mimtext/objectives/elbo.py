@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mimtext import distributions
 from mimtext.objectives import common
+from mimtext.objectives import latents
+
+LATENTS = latents.GAUSSIAN
 
 
 def vae_terms(params, batch, *, keys, step, cfg: common.ObjectiveConfig):
   """The pieces of the (annealed) negative ELBO: (loss, metrics, posterior, z samples)."""
   post = common.encode(params, batch, cfg, keys)
-  zs = common.gaussian_samples(keys.latent, post, cfg.num_samples)
+  draw = LATENTS.sample(keys.latent, post, cfg, cfg.num_samples)
+  zs = draw.z
   log_px = common.reconstruct(params, zs, batch, cfg, keys, step)
-  kl_dims = 0.5 * (jnp.square(post.mean) + jnp.exp(post.log_var) - 1.0 - post.log_var)
+  kl_dims = distributions.normal_kl_standard_per_dim(post.mean, post.log_var)
   kl = kl_dims.sum(-1)
   beta = common.kl_weight(step, cfg)
   value = common.batch_mean(-log_px, batch["valid"]) + beta * common.kl_term(
@@ -41,7 +46,7 @@ def vae_terms(params, batch, *, keys, step, cfg: common.ObjectiveConfig):
   metrics = {"loss": value, "criterion": neg_elbo, "kl_weight": beta, "neg_elbo": neg_elbo,
              "word_keep": jnp.asarray(common.word_keep(step, cfg), jnp.float32),
              **common.reconstruction_metrics(log_px, batch),
-             **common.posterior_metrics(post, zs[0], batch, cfg.model)}
+             **common.posterior_metrics(post, draw, batch, cfg, LATENTS)}
   return value, metrics, post, zs
 
 

@@ -19,18 +19,19 @@ from mimtext.models import decoding
 from mimtext.objectives import common
 from mimtext.objectives import elbo
 
+LATENTS = elbo.LATENTS  # q_MI's target is the VAE's own prior N(0, I)
+
 
 def mi_loss(params, num: int, key, cfg: common.ObjectiveConfig):
   """L_MI per generated sentence, [num], from `num` prior draws (Eq. 8)."""
   z_key, x_key = jax.random.split(key)
-  z = jax.random.normal(z_key, (num, cfg.model.latent_dim))
+  z = LATENTS.prior_sample(z_key, num, cfg)
   _, hidden, mask = decoding.sample_with_hidden(params, z, cfg.model, x_key,
                                                 max_len=cfg.mi_max_len)
   summary = nn.summary_mean(hidden, mask)
   mean = nn.dense(params["mi_head"]["to_mean"], summary)
   log_var = nn.dense(params["mi_head"]["to_log_var"], summary)
-  return -(distributions.normal_log_prob(z, mean, log_var)
-           - distributions.standard_normal_log_prob(z))
+  return -(distributions.normal_log_prob(z, mean, log_var) - LATENTS.log_prior(z, cfg))
 
 
 def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic: bool = False):

@@ -23,8 +23,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mimtext import distributions
 from mimtext.objectives import common
+from mimtext.objectives import latents
+
+LATENTS = latents.GAUSSIAN
 
 
 def batch_constant(valid) -> jax.Array:
@@ -40,10 +42,10 @@ def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic
   """A-MIM loss and metrics on a batch; see the module docstring."""
   keys = common.step_keys(key, deterministic)
   post = common.encode(params, batch, cfg, keys)
-  zs = common.gaussian_samples(keys.latent, post, cfg.num_samples)
-  log_px = common.reconstruct(params, zs, batch, cfg, keys, step)
-  log_q = distributions.normal_log_prob(zs, post.mean, post.log_var).mean(0)
-  log_prior = distributions.standard_normal_log_prob(zs).mean(0)
+  draw = LATENTS.sample(keys.latent, post, cfg, cfg.num_samples)
+  log_px = common.reconstruct(params, draw.z, batch, cfg, keys, step)
+  log_q = draw.log_q.mean(0)
+  log_prior = LATENTS.log_prior(draw.z, cfg).mean(0)
   criterion = -common.batch_mean(log_px + 0.5 * (log_q + log_prior), batch["valid"])
   value = criterion
   extra = {}
@@ -52,5 +54,5 @@ def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic
     value = criterion + extra["batch_constant"]
   metrics = {"loss": value, "criterion": criterion, **extra,
              **common.reconstruction_metrics(log_px, batch),
-             **common.posterior_metrics(post, zs[0], batch, cfg.model)}
+             **common.posterior_metrics(post, draw, batch, cfg, LATENTS)}
   return value, metrics
