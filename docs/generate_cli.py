@@ -9,30 +9,26 @@ Python subprocess imports them in turn and, after reading the flags each one def
 from `FLAGS` before importing the next (`_DUMP_FLAGS`). Nothing of the generator's own process (or
 of a pytest session that imports `collect`) is touched.
 
-The config fields come from `launch.configs.base.get_config()` (names and defaults) and from the
-source of `launch/configs/base.py` (comments): the comment at the end of a field's line, else the
-block of whole-line comments directly above it.
+The config fields, their defaults and one-line docs come from `launch.configs.base.SECTIONS`
+(`base.field_docs()`), where the `model` and `objective` blocks are the fields of the dataclasses
+`sentence_ae.ModelConfig` and `objectives.ObjectiveConfig` (their `metadata["doc"]`). The `--config`
+flag's row keeps the first line of its help; the rest of that help is the same field list.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import difflib
-import io
 import json
-import math
 import os
 import re
 import pathlib
 import subprocess
 import sys
-import tokenize
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLI_MD = REPO / "docs" / "cli.md"
-BASE_PY = REPO / "launch" / "configs" / "base.py"
 ENTRY_POINTS = ("launch.train", "launch.evaluate", "launch.generate", "launch.encode")
 # Flags every absl program takes (module absl.flags); listed once, in the page's introduction.
 ABSL_BUILTIN_FLAGS = ("flagfile", "helpshort", "helpfull", "help", "undefok")
@@ -57,14 +53,14 @@ for name in sys.argv[1:]:
     owned += [f for f in FLAGS.get_flags_for_module(owner) if f.name not in before]
   rows = []
   for f in owned:
-    default = f.default
+    default, text = f.default, f.help
     if isinstance(default, ml_collections.ConfigDict):
-      default = "<config>"
+      default, text = "<config>", text.split("\n", 1)[0]  # the rest lists the fields
     elif not isinstance(default, (str, int, float, bool, type(None))):
       default = str(default)
     required = any("must have a value other than None" in str(getattr(v, "message", ""))
                    for v in f.validators)
-    rows.append({"name": f.name, "type": f.flag_type(), "default": default, "help": f.help,
+    rows.append({"name": f.name, "type": f.flag_type(), "default": default, "help": text,
                  "required": required, "boolean": bool(f.boolean)})
   out[name] = {"doc": module.__doc__ or "", "flags": rows}
   for row in rows:  # the next entry point defines its own flags of the same names
@@ -90,75 +86,17 @@ def entry_point_flags(modules=ENTRY_POINTS) -> dict[str, dict[str, Any]]:
   return json.loads(lines[-1].split("=", 1)[1])
 
 
-def _comments_by_line(source: str) -> dict[int, str]:
-  """Line number → the text of the comment on that line (without '#')."""
-  out = {}
-  for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-    if tok.type == tokenize.COMMENT:
-      out[tok.start[0]] = tok.string.lstrip("#").strip()
-  return out
-
-
-def _dotted_target(node: ast.expr) -> str | None:
-  """`c.data.max_len` → "data.max_len"; None for anything else."""
-  parts = []
-  while isinstance(node, ast.Attribute):
-    parts.append(node.attr)
-    node = node.value
-  if isinstance(node, ast.Name) and node.id == "c" and parts:
-    return ".".join(reversed(parts))
-  return None
-
-
-def config_comments(path: pathlib.Path = BASE_PY) -> dict[str, tuple[int, str]]:
-  """Dotted field → (line of its assignment, its comment) in base.py. The comment is the
-  end-of-line comment of the assignment, else the whole-line comments directly above it (joined),
-  else ""."""
-  source = path.read_text(encoding="utf-8")
-  lines = source.splitlines()
-  comments = _comments_by_line(source)
-  out = {}
-  for node in ast.walk(ast.parse(source)):
-    if not isinstance(node, ast.Assign) or len(node.targets) != 1:
-      continue
-    field = _dotted_target(node.targets[0])
-    if field is None:
-      continue
-    inline = comments.get(node.end_lineno)
-    if inline is not None and not lines[node.end_lineno - 1].lstrip().startswith("#"):
-      out[field] = (node.lineno, inline)
-      continue
-    block, number = [], node.lineno - 1
-    while number >= 1 and lines[number - 1].lstrip().startswith("#"):
-      block.append(comments[number])
-      number -= 1
-    out[field] = (node.lineno, " ".join(reversed(block)))
-  return out
-
-
 def config_fields() -> list[dict[str, Any]]:
-  """[{"field": dotted name, "default": value, "comment": str}] of base.get_config(), in the order
-  of base.py's source (a field set nowhere in it, if any, last)."""
+  """[{"field": dotted name, "default": value, "doc": str}] of base.get_config(), in the order of
+  `base.SECTIONS`: the docs of `model` and `objective` are the dataclass fields' `metadata["doc"]`,
+  the others base.py's tables (the text `launch.train --help` shows)."""
   sys.path.insert(0, str(REPO))
   try:
     from launch.configs import base  # pylint: disable=g-import-not-at-top
   finally:
     sys.path.remove(str(REPO))
-  comments = config_comments()
-  rows = []
-
-  def walk(prefix, block):
-    for key, value in block.items():
-      name = f"{prefix}{key}"
-      if hasattr(value, "items"):
-        walk(name + ".", value)
-      else:
-        line, comment = comments.get(name, (math.inf, ""))
-        rows.append({"field": name, "default": value, "comment": comment, "line": line})
-
-  walk("", base.get_config())
-  rows.sort(key=lambda row: row.pop("line"))
-  return rows
+  return [{"field": name, "default": default, "doc": doc}
+          for name, (default, doc) in base.field_docs().items()]
 
 
 def collect() -> dict[str, Any]:
@@ -258,14 +196,17 @@ def render(data: dict[str, Any]) -> str:
       "`--data_dir` are short forms of `max_steps`, `max_epochs`, `seed`, `batch_size` and "
       "`data.data_dir`. `launch.evaluate`, `launch.generate` and `launch.encode` take no "
       "`--config`: they read the run's saved `config.json`, with these defaults for any field it "
-      "lacks. The comment column is the field's comment in `base.py`.",
+      "lacks. The doc column is the field's one-line doc, as `python -m launch.train --help` "
+      "shows it: for `model` and `objective` the `metadata[\"doc\"]` of the fields of "
+      "`sentence_ae.ModelConfig` and `objectives.ObjectiveConfig`, for the other blocks the "
+      "tables of `base.py`.",
       "",
-      "| field | default | comment |",
+      "| field | default | doc |",
       "| --- | --- | --- |",
   ]
   for row in fields:
     out.append(f"| `--config.{row['field']}` | {_config_default(row['default'])} | "
-               f"{_cell(row['comment'])} |")
+               f"{_cell(row['doc'])} |")
   return "\n".join(out) + "\n"
 
 

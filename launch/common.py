@@ -74,7 +74,13 @@ def define_config_flag(name: str, default: ml_collections.ConfigDict, help_strin
 
   ml_collections reads `--NAME.FIELD=V` overrides (and --flagfile contents) from sys.argv while the
   flag is defined, at import time, so an unknown field or a missing flagfile would otherwise end
-  in a traceback. Checked first here: an unknown field names the closest existing one.
+  in a traceback. Checked first here: an unknown field names the closest existing one (a renamed
+  field, its new name).
+
+  `help_string` is the whole help of the flag (for launch.train: every section and field with its
+  default and doc, `base.help_text`); the YAML dump of the default config that ml_collections shows
+  as the flag's "(default: ...)" is left out. The flag is a key flag of the calling module, so
+  `--help` (the main module's key flags) lists it; `--helpfull` lists it once, under this module.
   """
   argv = list(sys.argv if argv is None else argv)
   try:
@@ -88,7 +94,12 @@ def define_config_flag(name: str, default: ml_collections.ConfigDict, help_strin
       message = experiment.unknown_field_message(default, match.group(1))
       if message is not None:
         exit_with_error(message.replace("--config.", f"--{name}.", 2))
-  return config_flags.DEFINE_config_dict(name, default, help_string)
+  holder = config_flags.DEFINE_config_dict(name, default, help_string)
+  flag = flags.FLAGS[name]
+  flag.default_as_str = None
+  caller = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
+  flags.FLAGS.register_key_flag_for_module(sys.argv[0] if caller == "__main__" else caller, flag)
+  return holder
 
 _NOISY_PACKAGES = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/jax/_src/")
 
@@ -105,6 +116,8 @@ class _LibraryInfoFilter(py_logging.Filter):
 def setup_logging(verbosity: int = logging.INFO) -> None:
   """Our own INFO lines (progress, validation, evaluation) stay; libraries' INFO lines go."""
   logging.set_verbosity(verbosity)
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
-    handler.addFilter(_LibraryInfoFilter())
+  # Under app.run absl's records reach its own handler; in a notebook or another program they
+  # propagate from the "absl" logger to the root's handlers: filter both ways.
+  for target in (logging.get_absl_handler(), py_logging.getLogger("absl")):
+    if not any(isinstance(f, _LibraryInfoFilter) for f in target.filters):
+      target.addFilter(_LibraryInfoFilter())

@@ -20,7 +20,9 @@ from mimtext import experiment
 from mimtext import train as train_lib
 
 _CONFIG = common.define_config_flag(
-    "config", base.get_config(), "Experiment configuration; override fields as --config.FIELD=V.")
+    "config", base.get_config(),
+    base.help_text("Experiment configuration (launch/configs/base.py); a --flagfile overrides "
+                   "fields of it, and so does --config.FIELD=VALUE."))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocab.",
                                required=True)
 _DRY_RUN = flags.DEFINE_bool("dry_run", False,

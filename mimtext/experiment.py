@@ -28,23 +28,62 @@ class ConfigError(ValueError):
   scripts as one line naming the flag (no traceback)."""
 
 
+# Old dotted config names → new, so that a run saved under an old name (its config.json) still
+# loads (`merge_config`, `check_resumable_config`, `objective_config`); a flag with an old name is
+# refused with the new name (`unknown_field_message`). Seed 004 Eq. 2's ψ and λ.
+RENAMED_FIELDS = {"objective.psi": "objective.kl_z_weight",
+                  "objective.lam": "objective.kl_gamma_weight"}
+
+
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> sentence_ae.ModelConfig:
   """The static model configuration from the experiment config's `model` block.
 
-  Every field of `sentence_ae.ModelConfig` is read from `config.model` under the same name; the
-  MI criterion's q_MI head is added when the objective needs it.
+  Every field of `sentence_ae.ModelConfig` is read from `config.model` under the same name, except
+  the two marked `derived` in its metadata, which are no config fields: `vocab_size` (the run's
+  vocabulary) and `mi_head`, True exactly for `objective.name="mi"` (the q_MI head of the MI
+  criterion, seed 002 §4). No other model field depends on the objective: the hsvae posterior head
+  is not chosen by the objective's name but checked against it (`validate_config`).
   """
-  fields = {f.name for f in dataclasses.fields(sentence_ae.ModelConfig)} - {"vocab_size", "mi_head"}
+  fields = {f.name for f in dataclasses.fields(sentence_ae.ModelConfig)
+            if "derived" not in f.metadata}
   return sentence_ae.ModelConfig(vocab_size=vocab_size, mi_head=config.objective.name == "mi",
                                  **{k: config.model[k] for k in fields if k in config.model})
 
 
 def objective_config(config: ml_collections.ConfigDict,
                      model_cfg: sentence_ae.ModelConfig) -> objectives.ObjectiveConfig:
-  """The static objective configuration from the experiment config's `objective` block."""
-  fields = {f.name for f in dataclasses.fields(objectives.ObjectiveConfig)} - {"model"}
+  """The static objective configuration from the experiment config's `objective` block (a field
+  under its old name, `RENAMED_FIELDS`, read as the new one)."""
+  fields = {f.name for f in dataclasses.fields(objectives.ObjectiveConfig)
+            if "derived" not in f.metadata}
+  block = upgrade_saved_config({"objective": dict(config.objective)})["objective"]
   return objectives.ObjectiveConfig(
-      model=model_cfg, **{k: config.objective[k] for k in fields if k in config.objective})
+      model=model_cfg, **{k: block[k] for k in fields if k in block})
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+  """A copy of a saved config (a run's config.json, nested dicts) with every field of
+  `RENAMED_FIELDS` under its new name.
+
+  Raises:
+    ConfigError: the config holds both names of a field, with different values.
+  """
+  out = dict(saved)
+  for old, new in RENAMED_FIELDS.items():
+    block, old_leaf = old.rsplit(".", 1)
+    new_block, new_leaf = new.rsplit(".", 1)
+    assert block == new_block, (old, new)  # renames stay within a block
+    values = out.get(block)
+    if not isinstance(values, dict) or old_leaf not in values:
+      continue
+    values = dict(values)
+    value = values.pop(old_leaf)
+    if new_leaf in values and values[new_leaf] != value:
+      raise ConfigError(f"--config.{new}={values[new_leaf]!r}: the config also holds the same "
+                        f"field under its old name, {old}={value!r}; keep only {new}")
+    values[new_leaf] = value
+    out[block] = values
+  return out
 
 
 def load_corpus(config: ml_collections.ConfigDict,
@@ -176,6 +215,7 @@ def check_resumable_config(config, saved: dict, workdir: str) -> None:
   (`_RESUME_FIXED`) must be kept too; that message names the flag that sets the field.
   """
   current = config.to_dict()
+  saved = upgrade_saved_config(saved)
   saved = dict(saved, model=_with_dataclass_defaults(saved.get("model"), sentence_ae.ModelConfig))
   current["model"] = _with_dataclass_defaults(current.get("model"), sentence_ae.ModelConfig)
   for field in _STRUCTURAL_FIELDS:
@@ -211,7 +251,7 @@ def saved_value(tree, field: str):
 _MIN_VOCAB = len(vocab_lib.SPECIAL_TOKENS) + 1
 # Weights of loss terms: negative values would reward the penalty they stand for.
 _NON_NEGATIVE_FLOATS = ("objective.kl_weight", "objective.l1_weight", "objective.l2_weight",
-                        "objective.mi_weight", "objective.psi", "objective.lam",
+                        "objective.mi_weight", "objective.kl_z_weight", "objective.kl_gamma_weight",
                         "objective.mmd_weight", "objective.free_bits", "objective.kl_logistic_k",
                         "optimizer.clip_norm", "max_minutes", "model.embed_dropout",
                         "model.output_dropout", "model.init_scale")
@@ -309,6 +349,8 @@ def unknown_field_message(config: ml_collections.ConfigDict, field: str) -> str 
   closest existing field as a suggestion."""
   if field_exists(config, field):
     return None
+  if field in RENAMED_FIELDS and field_exists(config, RENAMED_FIELDS[field]):
+    return f"--config.{field}: renamed; use --config.{RENAMED_FIELDS[field]}"
   fields = list(flatten_config(config))
   blocks = sorted({f.rsplit(".", 1)[0] for f in fields if "." in f})
   candidates = difflib.get_close_matches(field, fields + blocks, n=1, cutoff=0.6)
@@ -337,7 +379,8 @@ def flatten_config(config) -> dict:
 
 def merge_config(defaults: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
   """`saved` (a run's config.json) laid over `defaults`, so a run saved before a field existed
-  gets that field's default."""
+  gets that field's default (and a field saved under an old name, `RENAMED_FIELDS`, is read under
+  its new one)."""
   merged = ml_collections.ConfigDict(defaults.to_dict())
   with merged.unlocked():
     def lay(target, values):
@@ -347,7 +390,7 @@ def merge_config(defaults: ml_collections.ConfigDict, saved: dict) -> ml_collect
           lay(target[key], value)
         else:
           target[key] = value
-    lay(merged, saved)
+    lay(merged, upgrade_saved_config(saved))
   return merged
 
 

@@ -1,5 +1,5 @@
 """Pure neural-network layers: dense, embedding, highway, dropout, GRU and LSTM (uni- and
-bidirectional), a cell-type dispatch, hidden-state summaries, word dropout.
+bidirectional), a table of cell kinds (``CELL_KINDS``), hidden-state summaries, word dropout.
 
 Every layer is a pair ``init_x(key, ...) -> params`` / ``x(params, inputs, ...) -> outputs`` over a
 params pytree (nested dicts of ``jnp`` arrays). Randomness only through explicit PRNG keys; no global
@@ -32,7 +32,7 @@ input-major, ``w_i: [e, 4h]``, ``w_h: [h, 4h]``, two biases ``b_i``, ``b_h``)::
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -210,8 +210,29 @@ def reverse_padded(x: Array, lengths: Array) -> Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# GRU.
+# Gated recurrent layers: what GRU and LSTM share.
 # ----------------------------------------------------------------------------------------------
+
+LstmState = tuple[Array, Array]
+State = Any  # a cell's recurrent state: h [b, h] (GRU) or (h, c) (LSTM)
+
+
+class CellKind(NamedTuple):
+  """Everything the generic recurrent code needs to know about one kind of cell.
+
+  Attributes:
+    gates: G, the number of gate blocks stacked in ``w_i [e, G·h]``, ``w_h [h, G·h]``,
+      ``b_i [G·h]``, ``b_h [G·h]``.
+    init: ``(key, in_dim, hidden_dim) -> params`` (``init_gru`` / ``init_lstm``).
+    step: ``(params, x_proj [b, G·h], state) -> new state`` (``gru_cell`` / ``lstm_cell``).
+    initial_state: ``h0 [b, h]`` (or an already complete state, passed through) -> the state.
+    hidden: ``state -> h [b, h]``, the part of the state a layer outputs.
+  """
+  gates: int
+  init: Callable[[Array, int, int], Params]
+  step: Callable[[Params, Array, State], State]
+  initial_state: Callable[[Any], State]
+  hidden: Callable[[State], Array]
 
 
 def _init_gated(key: Array, in_dim: int, hidden_dim: int, gates: int) -> Params:
@@ -233,6 +254,65 @@ def _init_gated(key: Array, in_dim: int, hidden_dim: int, gates: int) -> Params:
 def _input_projection(params: Params, x: Array) -> Array:
   """Input-to-hidden projection of every step at once: x W_i + b_i, ``[..., e] -> [..., gates·h]``."""
   return x @ params["w_i"] + params["b_i"]
+
+
+def _masked_scan(kind: CellKind, params: Params, x: Array, mask: Array, state0: State | None,
+                 reverse: bool) -> tuple[Array, State]:
+  """The masked, optionally per-row-reversed recurrence of every cell kind.
+
+  The input projection of every step is one matmul here, outside the scan (only h W_h runs
+  inside). ``state0`` is a complete state (see ``CellKind.initial_state``) or None for zeros.
+  Padded steps keep the state and output zeros. Returns (outputs [b,t,h], last state).
+  """
+  mask = mask.astype(bool)
+  lengths = jnp.sum(mask, axis=1)
+  if reverse:
+    x = reverse_padded(x, lengths)
+  x_proj = _input_projection(params, x)                 # [b, t, gates·h], hoisted out of the scan
+  if state0 is None:
+    state0 = kind.initial_state(jnp.zeros((x.shape[0], params["w_h"].shape[0]), x_proj.dtype))
+
+  def step(state, inputs):
+    xp_t, m_t = inputs                                   # [b, gates·h], [b]
+    new = kind.step(params, xp_t, state)
+    keep = m_t[:, None]
+    state = jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, state)
+    h_new = kind.hidden(new)
+    return state, jnp.where(keep, h_new, jnp.zeros_like(h_new))
+
+  last, outputs = jax.lax.scan(step, state0, (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1)))
+  outputs = jnp.swapaxes(outputs, 0, 1)                  # [b, t, h]
+  if reverse:
+    outputs = reverse_padded(outputs, lengths)
+  return outputs, last
+
+
+def _init_bidirectional(init: Callable, key: Array, in_dim: int, hidden_dim: int) -> Params:
+  """``{"fwd": init(...), "bwd": init(...)}``: two independent directions of h units each."""
+  k_f, k_b = jax.random.split(key)
+  return {"fwd": init(k_f, in_dim, hidden_dim), "bwd": init(k_b, in_dim, hidden_dim)}
+
+
+def _bidirectional_scan(kind: CellKind, params: Params, x: Array, mask: Array,
+                        state0: State | None) -> tuple[Array, State]:
+  """A forward and a reversed ``_masked_scan``, concatenated: (outputs [b,t,2h], last state).
+
+  ``state0``: a complete state whose every array is ``[b, 2h] = [forward | backward]``, or None.
+  The last state is likewise ``[forward after the last real token | backward after the first]``.
+  """
+  s0_f = s0_b = None
+  if state0 is not None:
+    s0_f = jax.tree_util.tree_map(lambda a: jnp.split(a, 2, axis=-1)[0], state0)
+    s0_b = jax.tree_util.tree_map(lambda a: jnp.split(a, 2, axis=-1)[1], state0)
+  out_f, last_f = _masked_scan(kind, params["fwd"], x, mask, s0_f, False)
+  out_b, last_b = _masked_scan(kind, params["bwd"], x, mask, s0_b, True)
+  last = jax.tree_util.tree_map(lambda f, b: jnp.concatenate([f, b], axis=-1), last_f, last_b)
+  return jnp.concatenate([out_f, out_b], axis=-1), last
+
+
+# ----------------------------------------------------------------------------------------------
+# GRU.
+# ----------------------------------------------------------------------------------------------
 
 
 def init_gru(key: Array, in_dim: int, hidden_dim: int) -> Params:
@@ -263,35 +343,12 @@ def gru_cell(params: Params, x_proj: Array, h: Array) -> Array:
   return (1.0 - z) * n + z * h
 
 
-def _masked_scan(cell: Callable, params: Params, x: Array, mask: Array, state0, reverse: bool):
-  """The masked, optionally per-row-reversed recurrence shared by ``gru`` and ``lstm``.
+def _identity(x):
+  return x
 
-  ``cell(params, x_proj_t, state) -> state`` where state is h [b,h] or the tuple (h, c); the input
-  projection of every step is one matmul here, outside the scan (only h W_h runs inside). Padded
-  steps keep the state and output zeros. Returns (outputs [b,t,h], last state).
-  """
-  mask = mask.astype(bool)
-  lengths = jnp.sum(mask, axis=1)
-  if reverse:
-    x = reverse_padded(x, lengths)
-  x_proj = _input_projection(params, x)                 # [b, t, gates·h], hoisted out of the scan
-  if state0 is None:
-    h = jnp.zeros((x.shape[0], params["w_h"].shape[0]), x_proj.dtype)
-    state0 = h if cell is gru_cell else (h, h)
 
-  def step(state, inputs):
-    xp_t, m_t = inputs                                   # [b, gates·h], [b]
-    new = cell(params, xp_t, state)
-    keep = m_t[:, None]
-    state = jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, state)
-    h_new = new[0] if isinstance(new, tuple) else new
-    return state, jnp.where(keep, h_new, jnp.zeros_like(h_new))
-
-  last, outputs = jax.lax.scan(step, state0, (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1)))
-  outputs = jnp.swapaxes(outputs, 0, 1)                  # [b, t, h]
-  if reverse:
-    outputs = reverse_padded(outputs, lengths)
-  return outputs, last
+GRU_KIND = CellKind(gates=3, init=init_gru, step=gru_cell, initial_state=_identity,
+                    hidden=_identity)
 
 
 def gru(params: Params, x: Array, mask: Array, *, h0: Array | None = None,
@@ -316,13 +373,7 @@ def gru(params: Params, x: Array, mask: Array, *, h0: Array | None = None,
     after the last token read (for ``reverse``, after the first token of the row), ``h0`` if the row
     has no real token.
   """
-  return _masked_scan(gru_cell, params, x, mask, h0, reverse)
-
-
-def _init_bidirectional(init: Callable, key: Array, in_dim: int, hidden_dim: int) -> Params:
-  """``{"fwd": init(...), "bwd": init(...)}``: two independent directions of h units each."""
-  k_f, k_b = jax.random.split(key)
-  return {"fwd": init(k_f, in_dim, hidden_dim), "bwd": init(k_b, in_dim, hidden_dim)}
+  return _masked_scan(GRU_KIND, params, x, mask, h0, reverse)
 
 
 def init_bigru(key: Array, in_dim: int, hidden_dim: int) -> Params:
@@ -345,19 +396,12 @@ def bigru(params: Params, x: Array, mask: Array, *,
     ``last = [forward state after the last real token | backward state after reading the first
     token]``.
   """
-  h0_f = h0_b = None
-  if h0 is not None:
-    h0_f, h0_b = jnp.split(h0, 2, axis=-1)
-  out_f, last_f = gru(params["fwd"], x, mask, h0=h0_f)
-  out_b, last_b = gru(params["bwd"], x, mask, h0=h0_b, reverse=True)
-  return jnp.concatenate([out_f, out_b], axis=-1), jnp.concatenate([last_f, last_b], axis=-1)
+  return _bidirectional_scan(GRU_KIND, params, x, mask, h0)
 
 
 # ----------------------------------------------------------------------------------------------
 # LSTM.
 # ----------------------------------------------------------------------------------------------
-
-LstmState = tuple[Array, Array]
 
 
 def init_lstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
@@ -395,6 +439,14 @@ def _lstm_state(h0: Array | LstmState) -> LstmState:
   return h0, jnp.zeros_like(h0)
 
 
+def _lstm_hidden(state: LstmState) -> Array:
+  return state[0]
+
+
+LSTM_KIND = CellKind(gates=4, init=init_lstm, step=lstm_cell, initial_state=_lstm_state,
+                     hidden=_lstm_hidden)
+
+
 def lstm(params: Params, x: Array, mask: Array, *, h0: Array | LstmState | None = None,
          reverse: bool = False) -> tuple[Array, LstmState]:
   """Runs a masked LSTM over a padded batch with ``jax.lax.scan``; same semantics as ``gru``.
@@ -419,7 +471,7 @@ def lstm(params: Params, x: Array, mask: Array, *, h0: Array | LstmState | None 
     first token of the row), ``h0`` if the row has no real token.
   """
   h0 = None if h0 is None else _lstm_state(h0)
-  return _masked_scan(lstm_cell, params, x, mask, h0, reverse)
+  return _masked_scan(LSTM_KIND, params, x, mask, h0, reverse)
 
 
 def init_bilstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
@@ -443,29 +495,29 @@ def bilstm(params: Params, x: Array, mask: Array, *,
     (zeros on padding); ``h_last = [forward h after the last real token | backward h after reading
     the first token]``, ``c_last`` likewise.
   """
-  s0_f = s0_b = None
-  if h0 is not None:
-    h, c = _lstm_state(h0)
-    h_f, h_b = jnp.split(h, 2, axis=-1)
-    c_f, c_b = jnp.split(c, 2, axis=-1)
-    s0_f, s0_b = (h_f, c_f), (h_b, c_b)
-  out_f, (h_f, c_f) = lstm(params["fwd"], x, mask, h0=s0_f)
-  out_b, (h_b, c_b) = lstm(params["bwd"], x, mask, h0=s0_b, reverse=True)
-  return (jnp.concatenate([out_f, out_b], axis=-1),
-          (jnp.concatenate([h_f, h_b], axis=-1), jnp.concatenate([c_f, c_b], axis=-1)))
+  h0 = None if h0 is None else _lstm_state(h0)
+  return _bidirectional_scan(LSTM_KIND, params, x, mask, h0)
 
 
 # ----------------------------------------------------------------------------------------------
-# Cell-type dispatch (static string chosen by config).
+# The cell table: a static string chosen by config -> its CellKind. Every function below looks
+# its cell up here once; adding a kind is one entry (plus its init and step).
 # ----------------------------------------------------------------------------------------------
 
-CELLS = ("gru", "lstm")
+CELL_KINDS: dict[str, CellKind] = {"gru": GRU_KIND, "lstm": LSTM_KIND}
+CELLS: tuple[str, ...] = tuple(CELL_KINDS)
 
 
-def _check_cell(cell: str) -> str:
-  if cell not in CELLS:
+def cell_kind(cell: str) -> CellKind:
+  """The ``CellKind`` of ``cell``.
+
+  Raises:
+    ValueError: if ``cell`` is not in ``CELLS``.
+  """
+  kind = CELL_KINDS.get(cell) if isinstance(cell, str) else None
+  if kind is None:
     raise ValueError(f"unknown recurrent cell {cell!r}; expected one of {CELLS}")
-  return cell
+  return kind
 
 
 def init_rnn(key: Array, cell: str, in_dim: int, hidden_dim: int) -> Params:
@@ -484,9 +536,7 @@ def init_rnn(key: Array, cell: str, in_dim: int, hidden_dim: int) -> Params:
   Raises:
     ValueError: if ``cell`` is not in ``CELLS``.
   """
-  if _check_cell(cell) == "gru":
-    return init_gru(key, in_dim, hidden_dim)
-  return init_lstm(key, in_dim, hidden_dim)
+  return cell_kind(cell).init(key, in_dim, hidden_dim)
 
 
 def rnn(params: Params, cell: str, x: Array, mask: Array, *,
@@ -509,10 +559,10 @@ def rnn(params: Params, cell: str, x: Array, mask: Array, *,
   Raises:
     ValueError: if ``cell`` is not in ``CELLS``.
   """
-  if _check_cell(cell) == "gru":
-    return gru(params, x, mask, h0=h0, reverse=reverse)
-  outputs, (h, _) = lstm(params, x, mask, h0=h0, reverse=reverse)
-  return outputs, h
+  kind = cell_kind(cell)
+  state0 = None if h0 is None else kind.initial_state(h0)
+  outputs, last = _masked_scan(kind, params, x, mask, state0, reverse)
+  return outputs, kind.hidden(last)
 
 
 def init_birnn(key: Array, cell: str, in_dim: int, hidden_dim: int) -> Params:
@@ -530,9 +580,7 @@ def init_birnn(key: Array, cell: str, in_dim: int, hidden_dim: int) -> Params:
   Raises:
     ValueError: if ``cell`` is not in ``CELLS``.
   """
-  if _check_cell(cell) == "gru":
-    return init_bigru(key, in_dim, hidden_dim)
-  return init_bilstm(key, in_dim, hidden_dim)
+  return _init_bidirectional(cell_kind(cell).init, key, in_dim, hidden_dim)
 
 
 def birnn(params: Params, cell: str, x: Array, mask: Array, *,
@@ -554,10 +602,10 @@ def birnn(params: Params, cell: str, x: Array, mask: Array, *,
   Raises:
     ValueError: if ``cell`` is not in ``CELLS``.
   """
-  if _check_cell(cell) == "gru":
-    return bigru(params, x, mask, h0=h0)
-  outputs, (h, _) = bilstm(params, x, mask, h0=h0)
-  return outputs, h
+  kind = cell_kind(cell)
+  state0 = None if h0 is None else kind.initial_state(h0)
+  outputs, last = _bidirectional_scan(kind, params, x, mask, state0)
+  return outputs, kind.hidden(last)
 
 
 def rnn_input_projection(params: Params, cell: str, x: Array) -> Array:
@@ -574,7 +622,7 @@ def rnn_input_projection(params: Params, cell: str, x: Array) -> Array:
   Raises:
     ValueError: if ``cell`` is not in ``CELLS``.
   """
-  _check_cell(cell)
+  cell_kind(cell)
   return _input_projection(params, x)
 
 
@@ -591,9 +639,7 @@ def rnn_initial_state(cell: str, h0: Array | LstmState) -> Array | LstmState:
   Raises:
     ValueError: if ``cell`` is not in ``CELLS``.
   """
-  if _check_cell(cell) == "gru":
-    return h0
-  return _lstm_state(h0)
+  return cell_kind(cell).initial_state(h0)
 
 
 def rnn_step(params: Params, cell: str, x_proj: Array,
@@ -613,11 +659,9 @@ def rnn_step(params: Params, cell: str, x_proj: Array,
   Raises:
     ValueError: if ``cell`` is not in ``CELLS``.
   """
-  if _check_cell(cell) == "gru":
-    h = gru_cell(params, x_proj, state)
-    return h, h
-  h, c = lstm_cell(params, x_proj, state)
-  return h, (h, c)
+  kind = cell_kind(cell)
+  state = kind.step(params, x_proj, state)
+  return kind.hidden(state), state
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,6 +4,12 @@ Data parallelism is `jax.jit` over a `Mesh` with one "data" axis: the batch is s
 rows, parameters and optimiser state are replicated, and the loss is a plain mean over the global
 batch, so XLA inserts the gradient all-reduce (DESIGN §1, §6). No flags live here: `launch/train.py`
 parses them and calls `train_and_evaluate(config, workdir)`.
+
+Along the data flow: `build_training_setup` turns a config into a mesh, an optimiser
+(`mimtext.optim`) and a replicated initial state; `make_train_step` / `make_eval_step` jit the
+steps; `train_and_evaluate` runs the loop, which steers the learning rate and stopping with
+`mimtext.optim`'s schedules and tells what happens through a `mimtext.reporting.Reporter` (log
+lines, metrics.jsonl, TensorBoard).
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import math
 import os
 import signal
 import socket
@@ -31,11 +36,16 @@ import optax
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
 from mimtext import objectives
+from mimtext import optim
+from mimtext import reporting
 from mimtext import resources
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
 from mimtext.models import sentence_ae
+
+# Kept here too: notebooks, benchmarks and test workers build their optimiser this way.
+make_optimizer = optim.make_optimizer
 
 Array = jax.Array
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
@@ -57,108 +67,6 @@ class TrainingInterrupted(RuntimeError):
 
 class WorkdirLockedError(RuntimeError):
   """Another live trainer holds the lock file of the workdir."""
-
-
-def make_optimizer(name: str, learning_rate: float, clip_norm: float = 0.0):
-  """Adam or SGD (seed 000 §4.2), optional global-norm clipping, learning rate adjustable.
-
-  The learning rate is an injected hyper-parameter stored in the optimiser state, so the plateau
-  schedule can change it between steps and it is checkpointed with the state.
-  """
-  base = {"adam": optax.adam, "sgd": optax.sgd}
-  if name not in base:
-    raise experiment.ConfigError(f"--config.optimizer.name={name!r}: unknown optimizer; choose one of {sorted(base)}")
-
-  def chain(learning_rate):
-    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
-    return optax.chain(*parts, base[name](learning_rate))
-
-  return optax.inject_hyperparams(chain)(learning_rate=learning_rate)
-
-
-def learning_rate(opt_state) -> float:
-  return float(opt_state.hyperparams["learning_rate"])
-
-
-def with_learning_rate(opt_state, value: float):
-  """A copy of an `inject_hyperparams` state with a new learning rate."""
-  hyper = dict(opt_state.hyperparams)
-  hyper["learning_rate"] = jnp.asarray(value, dtype=jnp.asarray(hyper["learning_rate"]).dtype)
-  return opt_state._replace(hyperparams=hyper)
-
-
-class PlateauSchedule:
-  """Multiply the learning rate by `factor` after `patience` validations without improvement.
-
-  Seed 000 §4.2: ×0.25 after two (PTB) or one (other corpora) epochs with no improvement.
-  """
-
-  def __init__(self, factor: float, patience: int, best: float = math.inf, bad_epochs: int = 0):
-    self.factor, self.patience = factor, patience
-    self.best, self.bad_epochs = best, bad_epochs
-
-  def update(self, value: float) -> bool:
-    """Records a validation value; True when the learning rate should be reduced now."""
-    if value < self.best:
-      self.best, self.bad_epochs = value, 0
-      return False
-    self.bad_epochs += 1
-    if self.patience > 0 and self.bad_epochs >= self.patience:
-      self.bad_epochs = 0
-      return True
-    return False
-
-  def state(self) -> dict:
-    return {"best": self.best if math.isfinite(self.best) else None, "bad_epochs": self.bad_epochs}
-
-  @classmethod
-  def from_state(cls, factor, patience, state: dict | None) -> "PlateauSchedule":
-    state = state or {}
-    best = state.get("best")
-    return cls(factor, patience, math.inf if best is None else best, state.get("bad_epochs", 0))
-
-
-class EarlyStopping:
-  """Stop after `patience` consecutive validations without a new best criterion (0 = never).
-
-  Seed 003 §5.1: "until the validation perplexity has not improved for 3 times". Unlike
-  `PlateauSchedule`, the count is not reset when the learning rate is reduced.
-  """
-
-  def __init__(self, patience: int, best: float = math.inf, bad_validations: int = 0):
-    self.patience, self.best, self.bad_validations = patience, best, bad_validations
-
-  def update(self, value: float) -> bool:
-    """Records a validation value; True when training should stop now."""
-    if value < self.best:
-      self.best, self.bad_validations = value, 0
-    else:
-      self.bad_validations += 1
-    return self.should_stop()
-
-  def should_stop(self) -> bool:
-    return self.patience > 0 and self.bad_validations >= self.patience
-
-  def stop_reason(self) -> str | None:
-    if not self.should_stop():
-      return None
-    return (f"early_stopping_patience={self.patience} reached: {self.bad_validations} validations "
-            f"without improvement of the criterion (best {self.best:.4f})")
-
-  def state(self) -> dict:
-    return {"best": self.best if math.isfinite(self.best) else None,
-            "bad_validations": self.bad_validations}
-
-  @classmethod
-  def from_state(cls, patience: int, state: dict | None,
-                 best: float = math.inf) -> "EarlyStopping":
-    """From a checkpoint's data_state entry; a checkpoint saved before early stopping existed
-    (state None) starts the count at 0 from `best` (the plateau schedule's best criterion)."""
-    if state is None:
-      return cls(patience, best)
-    saved_best = state.get("best")
-    return cls(patience, math.inf if saved_best is None else saved_best,
-               state.get("bad_validations", 0))
 
 
 # ----------------------------------------------------------------------------- mesh and steps
@@ -278,76 +186,7 @@ def make_pipeline(split: corpus_lib.CorpusSplit, config, *, train: bool, seed: i
       process_count=jax.process_count())
 
 
-# ----------------------------------------------------------------------------- loop helpers
-
-
-def format_duration(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-class MetricsWriter:
-  """Appends one JSON object per line to `workdir/metrics.jsonl` (process 0 only).
-
-  Each record is one complete line written by a single `os.write` on an `O_APPEND` descriptor and
-  fsynced, so a kill leaves at most a partial last line, never two records merged on one line.
-  """
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-
-  def truncate_after(self, step: int) -> int:
-    """Keeps only the complete records with `step <= step` (a resume from that step); returns how
-    many lines were dropped. A partial (unterminated or unparsable) line is dropped too. The file
-    is rewritten atomically (temporary file + rename)."""
-    if jax.process_index() != 0 or not os.path.exists(self.path):
-      return 0
-    with open(self.path, "rb") as f:
-      lines = f.read().split(b"\n")
-    kept, dropped = [], 0
-    for i, line in enumerate(lines):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line) if i < len(lines) - 1 else None  # last piece lacks its "\n"
-      except ValueError:
-        record = None
-      if isinstance(record, dict) and int(record.get("step", 0)) <= step:
-        kept.append(line + b"\n")
-      else:
-        dropped += 1
-    if dropped:
-      tmp = f"{self.path}.{os.getpid()}.tmp"
-      with open(tmp, "wb") as f:
-        f.write(b"".join(kept))
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, self.path)
-    return dropped
-
-  def write(self, record: dict) -> None:
-    if jax.process_index() != 0:
-      return
-    clean = {k: (float(v) if isinstance(v, (np.floating, np.integer, float, int)) and
-                 not isinstance(v, bool) else v) for k, v in record.items()}
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-             for k, v in clean.items()}
-    line = (json.dumps(clean, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-      written = os.write(fd, line)
-      if written != len(line):  # a regular file takes it whole; a full disk must not go unseen
-        raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
-      os.fsync(fd)
-    finally:
-      os.close(fd)
-
-
-def _mean_metrics(window: list[dict]) -> dict[str, float]:
-  host = jax.device_get(window)
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+# ----------------------------------------------------------------------------- stopping
 
 
 def _stop_reason(step: int, epoch: int, config, elapsed_s: float = 0.0) -> str | None:
@@ -369,7 +208,7 @@ def total_steps(config, batches_per_epoch: int) -> int | None:
   return min(bounds) if bounds else None
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- setup
 
 
 def init_state(config, model_cfg, optimizer, mesh) -> TrainState:
@@ -379,7 +218,7 @@ def init_state(config, model_cfg, optimizer, mesh) -> TrainState:
 
 
 @dataclasses.dataclass
-class Experiment:
+class TrainingSetup:
   """Everything a config builds before the first step, for a given vocabulary size."""
   mesh: Mesh
   model_cfg: sentence_ae.ModelConfig
@@ -388,15 +227,17 @@ class Experiment:
   optimizer: Any
   state: TrainState
 
-  def train_step(self):
+  def make_train_step(self):
+    """A new jitted train step (`make_train_step`); it compiles at its first call."""
     return make_train_step(self.loss_fn, self.optimizer, self.obj_cfg, self.mesh)
 
-  def eval_step(self):
+  def make_eval_step(self):
+    """A new jitted evaluation step (`make_eval_step`); it compiles at its first call."""
     return make_eval_step(self.loss_fn, self.obj_cfg, self.mesh)
 
 
-def build_experiment(config: ml_collections.ConfigDict, vocab_size: int,
-                     max_tokens: int | None = None) -> Experiment:
+def build_training_setup(config: ml_collections.ConfigDict, vocab_size: int,
+                         max_tokens: int | None = None) -> TrainingSetup:
   """Mesh, static configs, loss, optimiser and the replicated initial train state.
 
   Refuses (ValueError, before allocating) a model whose training step cannot fit in memory
@@ -411,9 +252,12 @@ def build_experiment(config: ml_collections.ConfigDict, vocab_size: int,
                                 max_tokens or (config.data.max_len or 100) + 2)
   obj_cfg = experiment.objective_config(config, model_cfg)
   opt = config.optimizer
-  optimizer = make_optimizer(opt.name, opt.learning_rate, opt.clip_norm)
-  return Experiment(mesh, model_cfg, obj_cfg, objectives.get_loss(obj_cfg.name), optimizer,
-                    init_state(config, model_cfg, optimizer, mesh))
+  optimizer = optim.make_optimizer(opt.name, opt.learning_rate, opt.clip_norm)
+  return TrainingSetup(mesh, model_cfg, obj_cfg, objectives.get_loss(obj_cfg.name), optimizer,
+                       init_state(config, model_cfg, optimizer, mesh))
+
+
+# ----------------------------------------------------------------------------- workdir lock, signals
 
 
 LOCK_FILE = "train.lock"
@@ -510,6 +354,9 @@ def _stop_signals():
       signal.signal(s, h)
 
 
+# ----------------------------------------------------------------------------- the loop
+
+
 def _tree_all_finite(tree) -> bool:
   return bool(_all_finite(tree))
 
@@ -557,13 +404,15 @@ def _remove_if_empty(directory: str) -> None:
 
 def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, float]:
   # Closed on every exit, errors included, so orbax's thread pool never outlives the run (an
-  # unclosed manager prints a second traceback at interpreter exit).
-  with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
-    return _train_loop(config, workdir, signals, ckpt)
+  # unclosed manager prints a second traceback at interpreter exit), and the event file is closed.
+  with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt, \
+      reporting.Reporter(workdir, max_epochs=config.max_epochs,
+                         max_minutes=config.max_minutes) as reporter:
+    return _train_loop(config, workdir, signals, ckpt, reporter)
 
 
-def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.Checkpointer
-                ) -> dict[str, float]:
+def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.Checkpointer,
+                reporter: reporting.Reporter) -> dict[str, float]:
   vocab_path = os.path.join(workdir, "vocab.txt")
   resuming = ckpt.latest_step() is not None
   saved_config = None
@@ -573,9 +422,9 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
   vocab = vocab_lib.Vocabulary.load(vocab_path) if resuming else None
   corpus = experiment.load_corpus(config, vocab)
 
-  exp = build_experiment(config, corpus.vocab.size,
-                         max(len(ids) for ids in corpus.splits["train"].ids))
-  mesh, obj_cfg, state, opt = exp.mesh, exp.obj_cfg, exp.state, config.optimizer
+  setup = build_training_setup(config, corpus.vocab.size,
+                               max(len(ids) for ids in corpus.splits["train"].ids))
+  mesh, obj_cfg, state, opt = setup.mesh, setup.obj_cfg, setup.state, config.optimizer
   logging.info("model: %s parameters; corpus %s: %s", f"{sentence_ae.count_params(state.params):,}",
                corpus.name, {k: len(s.ids) for k, s in corpus.splits.items()})
 
@@ -584,10 +433,11 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
   if config.eval.max_valid_sentences:
     valid_split = valid_split.head(config.eval.max_valid_sentences)
   valid_pipe = make_pipeline(valid_split, config, train=False, seed=config.seed)
-  plateau = PlateauSchedule(opt.plateau_factor, opt.plateau_patience)
-  early = EarlyStopping(config.get("early_stopping_patience", 0))
+  plateau = optim.PlateauSchedule(opt.plateau_factor, opt.plateau_patience)
+  early = optim.EarlyStopping(config.get("early_stopping_patience", 0))
+  # `epoch` counts the epochs finished (0-based index of the one running); what is logged and
+  # recorded numbers them from 1 (see mimtext.reporting).
   epoch, data_iter = 0, None
-  writer = MetricsWriter(workdir)
   if resuming:
     restored = ckpt.restore("latest", params_template=state.params,
                             opt_state_template=state.opt_state)
@@ -599,35 +449,32 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
     except ValueError as e:
       raise experiment.ConfigError(f"cannot resume {workdir}: {e}; resume with the flags in its "
                        "config.json or use another --workdir") from None
-    plateau = PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
-                                         data_state.get("plateau"))
-    early = EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),
-                                     best=plateau.best)
+    plateau = optim.PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
+                                               data_state.get("plateau"))
+    early = optim.EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),
+                                           best=plateau.best)
     saved_lr = experiment.saved_value(saved_config, "optimizer.learning_rate")
     if saved_lr is not None and saved_lr != opt.learning_rate:
-      state = state._replace(opt_state=with_learning_rate(state.opt_state, opt.learning_rate))
+      state = state._replace(opt_state=optim.with_learning_rate(state.opt_state,
+                                                                opt.learning_rate))
       logging.info("--config.optimizer.learning_rate=%.3g differs from the run's %.3g: the "
                    "learning rate is now %.3g (it was %.3g at step %d)", opt.learning_rate,
                    saved_lr, opt.learning_rate,
                    float(restored["opt_state"].hyperparams["learning_rate"]), restored["step"])
-    logging.info("resumed from step %d (epoch %d) in %s", restored["step"], epoch, workdir)
-  # Only now, with every resume condition checked, write: metrics.jsonl keeps the records up to
-  # the step training continues from (a fresh run: none), config.json describes what runs.
-  dropped = writer.truncate_after(int(state.step))
-  if dropped:
-    logging.info("dropped %d metrics.jsonl line(s) written after step %d (or cut short)", dropped,
-                 int(state.step))
+    logging.info("resumed from step %d in %s; training goes on in epoch %s", restored["step"],
+                 workdir, reporter.epoch_label(epoch + 1))
+  step = int(state.step)
+  # Only now, with every resume condition checked, write: metrics.jsonl and the event files keep
+  # the records up to the step training continues from (a fresh run: none), config.json describes
+  # what runs.
+  reporter.start(step, planned_steps=total_steps(config, train_pipe.num_batches))
   if jax.process_index() == 0:
     corpus.vocab.save(vocab_path)
     checkpoint_lib.save_json(workdir, "config.json", config.to_dict())
 
-  train_step, eval_step = exp.train_step(), exp.eval_step()
+  train_step, eval_step = setup.make_train_step(), setup.make_eval_step()
   key = jax.random.PRNGKey(config.seed + 1)
   eval_key = jax.random.PRNGKey(config.seed + 2)
-  step = int(state.step)
-  planned = total_steps(config, train_pipe.num_batches)
-  window, window_tokens, window_start = [], 0, time.perf_counter()
-  run_start, run_start_step, compiled = time.perf_counter(), step, False
   last_valid: dict[str, float] = {}
 
   def data_state_now() -> dict:
@@ -671,42 +518,20 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
 
   def flush_window(compile_seconds: float | None = None):
     """Logs the mean metrics of the steps since the last line (the first step alone, with its
-    compile time, so a first progress line appears as soon as training runs)."""
-    nonlocal window, window_tokens, window_start
-    if not window:
+    compile time, so a first progress line appears as soon as training runs); a non-finite step
+    among them saves the last good state and raises."""
+    if not reporter.pending:
       return
-    means = _mean_metrics(window)
-    if means.pop("finite") < 1.0:
-      bad = [int(step) - len(window) + i + 1 for i, m in enumerate(jax.device_get(window))
-             if m["finite"] < 1.0]
-      where = save_last_good(bad[0])
+    window = reporter.summarize_window(step)
+    if window.non_finite:
+      where = save_last_good(window.non_finite[0])
       raise NonFiniteLossError(
-          f"non-finite loss, gradient or parameters at step(s) {bad[:5]} (objective "
+          f"non-finite loss, gradient or parameters at step(s) {window.non_finite[:5]} (objective "
           f"{obj_cfg.name}); those updates were skipped and {where} in {workdir}. "
           "Lower the learning rate, set optimizer.clip_norm, or check the data.")
-    elapsed = time.perf_counter() - window_start
-    tok_s = window_tokens / max(elapsed, 1e-9)
-    rate = (step - run_start_step) / max(time.perf_counter() - run_start, 1e-9)
-    remaining = [(planned - step) / rate] if planned and rate > 0 else []
-    if config.max_minutes:
-      remaining.append(60 * config.max_minutes - (time.perf_counter() - run_start))
-    eta = f" | ETA {format_duration(min(remaining))}" if remaining else ""
-    of = f"/{planned}" if planned else ""
-    speed = (f"first step (compilation) {compile_seconds:.1f} s" if compile_seconds is not None
-             else f"{tok_s:,.0f} tok/s{eta}")
-    logging.info(
-        "step %d%s epoch %d | loss %.3f rec %.3f (%.3f/tok) kl %.3f | σ %.3g floor %.0f%% | "
-        "lr %.3g | %s", step, of, epoch, means["loss"], means["rec"],
-        means["rec_per_token"], means["kl"], means["post_std"], 100 * means["frac_at_floor"],
-        learning_rate(state.opt_state), speed)
-    record = {"split": "train", "step": step, "epoch": epoch,
-              "learning_rate": learning_rate(state.opt_state), **means}
-    if compile_seconds is None:
-      record["tokens_per_sec"] = tok_s
-    else:
-      record["compile_seconds"] = compile_seconds
-    writer.write(record)
-    window, window_tokens, window_start = [], 0, time.perf_counter()
+    # Inside the loop `epoch` is the 0-based index of the epoch the step belongs to.
+    reporter.log_train(step, epoch + 1, optim.learning_rate(state.opt_state), window.means,
+                       compile_seconds)
     snapshot()
 
   def interrupted():
@@ -719,27 +544,27 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
     raise TrainingInterrupted(message)
 
   snapshot()
-  reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start) or early.stop_reason()
+  reason = _stop_reason(step, epoch, config, reporter.elapsed()) or early.stop_reason()
   while reason is None:
     if data_iter is None:
       data_iter = train_pipe.epoch(epoch)
     for batch in data_iter:
-      window_tokens += int(np.sum((batch["lengths"] - 1) * batch["valid"])) * jax.process_count()
+      tokens = int(np.sum((batch["lengths"] - 1) * batch["valid"])) * jax.process_count()
       step_start = time.perf_counter()
       state, metrics = train_step(state, shard_batch(batch, mesh), key)
       step += 1
-      window.append(metrics)
-      if not compiled:
+      reporter.add_step(metrics, tokens)
+      if not reporter.compiled:
         # The first step compiles: log it alone at once, and leave it out of the throughput and
         # ETA clocks.
         jax.block_until_ready(metrics)
         flush_window(compile_seconds=time.perf_counter() - step_start)
-        run_start, run_start_step, compiled = window_start, step, True
+        reporter.mark_compiled(step)
       if signals:
         interrupted()
       if step % config.log_every_steps == 0:
         flush_window()
-      reason = _stop_reason(step, epoch, config, time.perf_counter() - run_start)
+      reason = _stop_reason(step, epoch, config, reporter.elapsed())
       if reason:
         break
       # A validation (and its save) follows at once at the end of the epoch: the periodic save
@@ -755,18 +580,16 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
       data_iter = None
     last_valid = validation_metrics(eval_step, state.params, valid_pipe, mesh, eval_key)
     if plateau.update(last_valid["criterion"]):
-      new_lr = learning_rate(state.opt_state) * plateau.factor
-      state = state._replace(opt_state=with_learning_rate(state.opt_state, new_lr))
-      logging.info("no validation improvement for %d epochs: learning rate → %.3g",
-                   plateau.patience, new_lr)
-    logging.info("validation after step %d (epoch %d): criterion %.3f rec %.3f (%.3f/tok) "
-                 "kl %.3f | σ %.3g floor %.0f%%", step, epoch, last_valid["criterion"],
-                 last_valid["rec"], last_valid["rec_per_token"], last_valid["kl"],
-                 last_valid["post_std"], 100 * last_valid["frac_at_floor"])
+      new_lr = optim.learning_rate(state.opt_state) * plateau.factor
+      state = state._replace(opt_state=optim.with_learning_rate(state.opt_state, new_lr))
+      logging.info("no validation improvement for %s: learning rate → %.3g",
+                   reporting.plural(plateau.patience, "epoch"), new_lr)
+    # 1-based: the epoch just finished (`epoch` after the increment), or the one stopped in.
+    reporter.log_validation(step, epoch if epoch_done else epoch + 1, last_valid,
+                            end_of_epoch=epoch_done)
     if early.update(last_valid["criterion"]):
-      logging.info("early stopping: no validation improvement for %d validations (best "
-                   "criterion %.4f)", early.bad_validations, early.best)
-    writer.write({"split": "valid", "step": step, "epoch": epoch, **last_valid})
+      logging.info("early stopping: no validation improvement for %s (best criterion %.4f)",
+                   reporting.plural(early.bad_validations, "validation"), early.best)
     save({"valid_criterion": last_valid["criterion"]})
     if snapshots and snapshots[-1][0] == step:
       snapshots.pop()  # the plateau may have changed the learning rate: take a fresh snapshot
@@ -774,8 +597,7 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
     if signals:
       interrupted()
     if reason is None:
-      reason = (_stop_reason(step, epoch, config, time.perf_counter() - run_start)
-                or early.stop_reason())
+      reason = _stop_reason(step, epoch, config, reporter.elapsed()) or early.stop_reason()
   logging.info("training stopped at step %d: %s", step, reason)
   return last_valid
 

@@ -94,11 +94,11 @@ def test_every_flagfile_parses_documents_itself_and_takes_a_step_on_4_devices(fl
   config = _toy(config_json)
   experiment.validate_config(config)
   corpus = experiment.load_corpus(config)
-  exp = train_lib.build_experiment(config, corpus.vocab.size)
-  assert exp.mesh.devices.size == 4
+  setup = train_lib.build_training_setup(config, corpus.vocab.size)
+  assert setup.mesh.devices.size == 4
   pipe = train_lib.make_pipeline(corpus.splits["train"], config, train=True, seed=0)
-  batch = train_lib.shard_batch(next(iter(pipe.epoch(0))), exp.mesh)
-  state, metrics = exp.train_step()(exp.state, batch, jax.random.PRNGKey(0))
+  batch = train_lib.shard_batch(next(iter(pipe.epoch(0))), setup.mesh)
+  state, metrics = setup.make_train_step()(setup.state, batch, jax.random.PRNGKey(0))
   assert int(state.step) == 1 and float(metrics["finite"]) == 1.0, metrics
 
 
@@ -159,6 +159,32 @@ def test_evaluate_reads_the_checkpoint_and_writes_json(quickstart_run):
   assert len(report["examples"]) == 5 and 0.0 <= report["bleu1"] <= 1.0
   with open(os.path.join(workdir, "curves.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_suite_writes_every_section_or_its_reason(quickstart_run, tmp_path):
+  """--suite=all on the tiny run: every section is in the JSON and the Markdown report; qa and
+  classify read corpora that are absent here (--data_root), so they say why they were skipped;
+  an unknown section is a one-line usage error."""
+  workdir, _ = quickstart_run
+  _run("launch.evaluate", f"--workdir={workdir}", "--split=valid", "--num_z_samples=2",
+       "--iw_samples=4", "--step=latest", "--suite=all", f"--data_root={tmp_path}",
+       "--histogram_sentences=12", "--noplot")
+  with open(os.path.join(workdir, "eval_valid.json"), encoding="utf-8") as f:
+    report = json.load(f)
+  assert report["suite"] == ["bounds", "info", "histograms", "melbo", "qa", "classify"]
+  assert "posthoc_iw_nll" in report and report["posthoc_prior"]["fitted_on"] == "train"
+  assert report["info"]["active_units"] <= 4 and "mutual_information" in report["info"]
+  assert report["histograms"]["M"] == 12
+  assert report["melbo"]["sizes"][-1] == 40 and report["melbo"]["std"][-1] == 0.0
+  assert "no Yahoo corpus" in report["qa"]["skipped"]
+  assert "accuracy" in report["classify"]["builtin"]
+  assert "skipped" in report["classify"]["dbpedia"]
+  markdown = pathlib.Path(workdir, "report_valid.md").read_text(encoding="utf-8")
+  for needle in ("| IW (post-hoc prior) |", "## info", "](fig3_histograms_valid.png)",
+                 "](melbo_vs_n_valid.png)", "## qa", "## classify", "## time per section"):
+    assert needle in markdown, needle
+  bad = _run("launch.evaluate", f"--workdir={workdir}", "--suite=bounds,nonsense", check=False)
+  assert bad.returncode == 2 and "--suite='bounds,nonsense': unknown section" in bad.stderr
 
 
 def test_generate_prints_samples(quickstart_run):

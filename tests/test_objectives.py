@@ -131,8 +131,8 @@ def test_objectives_have_finite_values_and_gradients(name, kw, obj):
 def test_hsvae_terms_add_up():
   cfg = _model(posterior="hsvae")
   params = _params(cfg)
-  ocfg = objectives.ObjectiveConfig(model=cfg, name="hsvae", psi=2.0, lam=3.0, prior_alpha=2.0,
-                                    prior_beta=3.0)
+  ocfg = objectives.ObjectiveConfig(model=cfg, name="hsvae", kl_z_weight=2.0, kl_gamma_weight=3.0,
+                                    prior_alpha=2.0, prior_beta=3.0)
   value, m = objectives.get_loss("hsvae")(params, BATCH, key=jax.random.PRNGKey(0), step=0,
                                           cfg=ocfg)
   np.testing.assert_allclose(value, m["rec"] + 2.0 * m["kl_z"] + 3.0 * m["kl_gamma"], rtol=1e-5)

@@ -17,6 +17,8 @@ import pytest
 from launch.configs import base
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
+from mimtext import optim
+from mimtext import reporting
 from mimtext import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -40,7 +42,7 @@ def _records(workdir):
 
 def _params_template(workdir):
   config = _config()
-  return train_lib.build_experiment(config, _vocab_size(workdir)).state.params
+  return train_lib.build_training_setup(config, _vocab_size(workdir)).state.params
 
 
 def _vocab_size(workdir):
@@ -88,7 +90,7 @@ def test_train_step_rejects_an_update_that_makes_parameters_non_finite():
   model = sentence_ae.ModelConfig(vocab_size=20, embed_dim=8, hidden_dim=16, latent_dim=4)
   mesh = train_lib.make_mesh(1)
   cfg = objectives.ObjectiveConfig(model=model, name="ae")
-  opt = train_lib.make_optimizer("sgd", float("inf"))  # finite loss and gradients, inf update
+  opt = optim.make_optimizer("sgd", float("inf"))  # finite loss and gradients, inf update
   params = sentence_ae.init_params(jax.random.PRNGKey(0), model)
   state = train_lib.replicate(train_lib.TrainState(jnp.asarray(0), params, opt.init(params)), mesh)
   step_fn = train_lib.make_train_step(objectives.get_loss("ae"), opt, cfg, mesh)
@@ -176,7 +178,7 @@ def test_resume_drops_metrics_written_after_the_checkpoint_and_a_partial_line(fo
 
 
 def test_metrics_writer_writes_whole_lines(tmp_path):
-  writer = train_lib.MetricsWriter(str(tmp_path))
+  writer = reporting.MetricsWriter(str(tmp_path))
   writer.write({"step": 1, "loss": np.float32(2.5), "bad": float("nan")})
   writer.write({"step": 2, "loss": 2.0})
   text = pathlib.Path(writer.path).read_text()
@@ -359,7 +361,7 @@ def test_memory_estimate_against_the_parameter_count():
   from mimtext import resources
   config = _config()
   model_cfg = experiment.model_config(config, 50)
-  params = train_lib.build_experiment(config, 50).state.params
+  params = train_lib.build_training_setup(config, 50).state.params
   estimate = resources.estimate_training_memory(model_cfg, per_device_batch=16, max_tokens=12)
   assert estimate.num_params == sum(x.size for x in jax.tree_util.tree_leaves(params))
   assert estimate.params_bytes == 16 * estimate.num_params
@@ -371,4 +373,4 @@ def test_memory_estimate_against_the_parameter_count():
 def test_an_evaluation_batch_the_devices_cannot_split_names_its_field():
   config = _config(num_devices=4, batch_size=16, eval_batch_size=10)
   with pytest.raises(experiment.ConfigError, match=r"^--config.eval_batch_size=10 "):
-    train_lib.build_experiment(config, 50)
+    train_lib.build_training_setup(config, 50)

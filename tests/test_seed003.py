@@ -13,6 +13,7 @@ import pytest
 
 from launch.configs import base
 from mimtext import experiment
+from mimtext import optim
 from mimtext import train as train_lib
 from mimtext.models import sentence_ae
 
@@ -98,19 +99,19 @@ def test_the_l_decoders_draw_independent_dropout_masks():
 
 
 def test_early_stopping_counts_validations_without_a_new_best():
-  s = train_lib.EarlyStopping(patience=3)
+  s = optim.EarlyStopping(patience=3)
   values = [5.0, 4.0, 4.5, 4.0, 3.0, 3.1, 3.2, 3.0]
   assert [s.update(v) for v in values] == [False] * 7 + [True]
   assert s.bad_validations == 3 and s.best == 3.0 and "early_stopping_patience=3" in s.stop_reason()
-  restored = train_lib.EarlyStopping.from_state(3, json.loads(json.dumps(s.state())))
+  restored = optim.EarlyStopping.from_state(3, json.loads(json.dumps(s.state())))
   assert restored.should_stop() and restored.best == 3.0
   # A non-finite criterion is no improvement; patience 0 never stops.
-  s = train_lib.EarlyStopping(patience=1, best=2.0)
+  s = optim.EarlyStopping(patience=1, best=2.0)
   assert s.update(float("nan"))
-  off = train_lib.EarlyStopping(patience=0)
+  off = optim.EarlyStopping(patience=0)
   assert not any(off.update(v) for v in [1.0] + [2.0] * 10) and off.stop_reason() is None
   # A checkpoint saved before early stopping existed: the count starts at 0 from the given best.
-  old = train_lib.EarlyStopping.from_state(3, None, best=2.5)
+  old = optim.EarlyStopping.from_state(3, None, best=2.5)
   assert old.bad_validations == 0 and old.best == 2.5 and not old.update(2.6)
 
 

@@ -107,7 +107,7 @@ def test_matvae_loss_penalises_the_per_coordinate_mmd_of_posterior_and_prior_sam
 
   monkeypatch.setattr(sd, "mmd", spy)
   params = sentence_ae.init_params(jax.random.PRNGKey(0), MODEL)
-  ocfg = objectives.ObjectiveConfig(model=MODEL, name="matvae", psi=0.01, mmd_weight=3.0)
+  ocfg = objectives.ObjectiveConfig(model=MODEL, name="matvae", kl_z_weight=0.01, mmd_weight=3.0)
   value, m = matvae.loss(params, BATCH, key=jax.random.PRNGKey(1), step=0, cfg=ocfg)
   assert seen["kw"].get("scale") == matvae.MMD_SCALES and seen["x"].shape == (4, 3)
   want = _mmd_per_coordinate_loop(seen["x"], seen["y"], matvae.MMD_SCALES)
@@ -194,13 +194,13 @@ def test_seed004_configs_follow_section_4_1(path):
   assert f["optimizer.plateau_factor"] == "1.0"
   # §4.1.2: ψ, λ < 1 on the KL terms of every model (authors' code: 0.01).
   if name.startswith("hsvae_"):
-    assert float(f["objective.psi"]) < 1 and float(f["objective.lam"]) < 1
+    assert float(f["objective.kl_z_weight"]) < 1 and float(f["objective.kl_gamma_weight"]) < 1
     match = re.search(r"_a(\d+)_b(\d+)\.flags$", name)
     if match:
       assert (float(f["objective.prior_alpha"]), float(f["objective.prior_beta"])) == (
           float(match.group(1)), float(match.group(2)))
   elif name.startswith("matvae_"):
-    assert float(f["objective.psi"]) < 1
+    assert float(f["objective.kl_z_weight"]) < 1
     match = re.search(r"_lam(\d+)\.flags$", name)
     assert float(f["objective.mmd_weight"]) == (float(match.group(1)) if match else 0.01)
   else:

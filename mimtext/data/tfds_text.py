@@ -9,14 +9,24 @@ serialised with TFDS's own protos, written as `array_record`, and read back thro
 Staleness: the builder config name is `<basename>-<fingerprint>`, the fingerprint a sha256 over the
 split files' names, sizes and contents (and the blank-line policy), so a directory with other
 contents (or an edited file) gets its own prepared dataset instead of silently reusing an old one.
+
+Quiet: while this module prepares or opens a dataset (`quiet_tfds`), TFDS's own chatter is dropped:
+its log records below ERROR ("Using custom data configuration ...", "Variant folder ... has no
+dataset_info.json", "Generating dataset ...", "Load dataset info ..."), its stdout lines
+("Downloading and preparing dataset Unknown size ...", "Dataset ... downloaded and prepared ...")
+and its nested tqdm bars ("Generating splits...", "Shuffling ..."), which garble log files.
+`prepare` logs one line of its own instead: the dataset was prepared (or reused), and where.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging as py_logging
 import os
 import re
+import time
 from typing import Iterator, Sequence, overload
 
 from absl import logging
@@ -31,6 +41,43 @@ _FORMAT_VERSION = "1"
 _FILE_FORMAT = "array_record"
 # Items fetched per `__getitems__` call when reading a whole split.
 _READ_CHUNK = 4096
+
+
+# Where TFDS's log records come from (absl records carry the caller's path).
+_TFDS_PATH_MARK = f"{os.sep}tensorflow_datasets{os.sep}"
+
+
+class _TfdsRecordFilter(py_logging.Filter):
+  """Drops records below ERROR emitted from inside tensorflow_datasets; everything else passes."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.ERROR or _TFDS_PATH_MARK not in (record.pathname or "")
+
+
+@contextlib.contextmanager
+def quiet_tfds() -> Iterator[None]:
+  """Within the block: no TFDS progress bars, no TFDS log records below ERROR; restored after.
+
+  TFDS logs through absl (the "absl" Python logger, its records carrying TFDS's file path) and
+  the "tensorflow_datasets" logger tree; both get the filter / level for the block only, so our
+  own lines and other libraries' lines are untouched, and TFDS's errors still show. The progress
+  bars are TFDS's own switch (`tfds.display_progress_bar`), set back to its previous state.
+  """
+  record_filter = _TfdsRecordFilter()
+  absl_logger = py_logging.getLogger("absl")
+  tfds_logger = py_logging.getLogger("tensorflow_datasets")
+  saved_level = tfds_logger.level
+  tqdm_utils = tfds.core.utils.tqdm_utils
+  saved_bars = getattr(tqdm_utils, "_active", True)
+  absl_logger.addFilter(record_filter)
+  tfds_logger.setLevel(py_logging.ERROR)
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(saved_bars)
+    tfds_logger.setLevel(saved_level)
+    absl_logger.removeFilter(record_filter)
 
 
 def default_tfds_dir() -> str:
@@ -117,6 +164,15 @@ class TextLines(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
     return epath.Path(__file__)
 
+  # TFDS prints these two to stdout around a preparation ("Downloading and preparing dataset
+  # Unknown size ..." for local files, then "... Subsequent calls will reuse this data."); `prepare`
+  # logs one line of its own instead.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
@@ -193,7 +249,10 @@ class TextSplitSource(Sequence[str]):
 
 def prepare(data_dir: str | os.PathLike, *, tfds_dir: str | os.PathLike | None = None,
             blank_lines: str = "skip") -> TextLines:
-  """Prepares (on first use, logging it) and returns the builder for a corpus directory.
+  """Prepares (on first use) and returns the builder for a corpus directory.
+
+  TFDS's own output is silenced while it works (`quiet_tfds`); one line is logged (INFO): the
+  dataset was prepared (with the time it took) or reused, its lines per split, and its folder.
 
   Raises:
     text_files.DataError: the directory is missing, has no split, or a split file is malformed
@@ -202,12 +261,22 @@ def prepare(data_dir: str | os.PathLike, *, tfds_dir: str | os.PathLike | None =
   """
   config = make_config(data_dir, blank_lines=blank_lines)
   tfds_dir = os.fspath(tfds_dir) if tfds_dir is not None else default_tfds_dir()
+  with quiet_tfds():
+    builder, action = _prepare_quietly(config, tfds_dir)
+  sizes = ", ".join(f"{split} {builder.info.splits[split].num_examples:,}"
+                    for split in config.splits)
+  logging.info("TFDS text dataset of %s (lines: %s): %s; cached in %s", config.source_dir, sizes,
+               action, builder.data_dir)
+  return builder
+
+
+def _prepare_quietly(config: TextLinesConfig, tfds_dir: str) -> tuple[TextLines, str]:
+  """The prepared builder, and what was done: "prepared in N s", "reused" or "prepared by
+  another process"."""
   builder = TextLines(config=config, data_dir=tfds_dir)
   if builder.is_prepared():
-    logging.info("Reusing prepared TFDS text dataset %s", builder.data_dir)
-    return builder
-  logging.info("Preparing TFDS text dataset for %s (splits %s) in %s", config.source_dir,
-               ", ".join(config.splits), builder.data_dir)
+    return builder, "reused"
+  start = time.perf_counter()
   try:
     builder.download_and_prepare(
         file_format=_FILE_FORMAT,
@@ -217,11 +286,12 @@ def prepare(data_dir: str | os.PathLike, *, tfds_dir: str | os.PathLike | None =
     if not TextLines(config=config, data_dir=tfds_dir).is_prepared():
       _remove_empty_config_dir(builder)
       raise
-    logging.info("TFDS text dataset %s was prepared concurrently; reusing it", builder.data_dir)
+    return TextLines(config=config, data_dir=tfds_dir), "prepared by another process, reused"
   except Exception:
     _remove_empty_config_dir(builder)
     raise
-  return TextLines(config=config, data_dir=tfds_dir)
+  return (TextLines(config=config, data_dir=tfds_dir),
+          f"prepared in {time.perf_counter() - start:.1f} s")
 
 
 def _remove_empty_config_dir(builder: TextLines) -> None:
@@ -252,4 +322,6 @@ def load_text_split(data_dir: str | os.PathLike, split: str, *,
   """
   source_path = text_files.check_split_file(data_dir, split)
   builder = prepare(data_dir, tfds_dir=tfds_dir, blank_lines=blank_lines)
-  return TextSplitSource(builder.as_data_source(split=split), split, source_path)
+  with quiet_tfds():
+    data_source = builder.as_data_source(split=split)
+  return TextSplitSource(data_source, split, source_path)

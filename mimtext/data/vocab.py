@@ -16,9 +16,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
-PAD_ID, SOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-SPECIAL_TOKENS: tuple[str, ...] = (PAD, SOS, EOS, UNK)
+# The special tokens and their ids live in the core (`mimtext.special_tokens`, which the models
+# import); re-exported here so `vocab.PAD_ID` etc. keep working.
+from mimtext.special_tokens import (  # noqa: F401  (re-exported)
+    EOS, EOS_ID, PAD, PAD_ID, SOS, SOS_ID, SPECIAL_TOKENS, UNK, UNK_ID)
+
 # Spellings of "unknown word" used by the source corpora; all of them map to UNK_ID.
 UNK_ALIASES: frozenset[str] = frozenset({UNK, "_UNK"})
 # Tokens of a source text that are never added to a vocabulary as ordinary words.

@@ -21,6 +21,7 @@ Notation: n sentences, d latent, k Monte Carlo draws, b batch, C classes, h = 32
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
@@ -29,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mimtext import distributions
 from mimtext import nn
+from mimtext import objectives
 from mimtext import sparse_distributions as sd
-from mimtext.data import vocab as vocab_lib
+from mimtext import special_tokens
 from mimtext.models import sentence_ae
 
 if TYPE_CHECKING:
@@ -87,12 +88,12 @@ def pad_rows(rows: Sequence[np.ndarray], *, num_rows: int, pad_multiple: int
   """
   longest = max(len(r) for r in rows)
   t = -(-longest // pad_multiple) * pad_multiple
-  tokens = np.full((num_rows, t), vocab_lib.PAD_ID, np.int32)
-  tokens[:, 0], tokens[:, 1] = vocab_lib.SOS_ID, vocab_lib.EOS_ID
+  tokens = np.full((num_rows, t), special_tokens.PAD_ID, np.int32)
+  tokens[:, 0], tokens[:, 1] = special_tokens.SOS_ID, special_tokens.EOS_ID
   lengths = np.full((num_rows,), 2, np.int32)
   for i, row in enumerate(rows):
     tokens[i, :len(row)] = row
-    tokens[i, len(row):] = vocab_lib.PAD_ID
+    tokens[i, len(row):] = special_tokens.PAD_ID
     lengths[i] = len(row)
   return tokens, lengths
 
@@ -121,20 +122,25 @@ def posterior_params(run: "runner.Run", split: "corpus_lib.CorpusSplit", *,
 
 
 def sample_z(key: Array, rows: PosteriorParams, num_samples: int, *,
-             spike_scale: float = sd.SPIKE_SCALE) -> Array:
-  """K draws z ~ q(z|x) per row: [k,b,d] (seed 004 §4.2 steps 1-2).
+             spike_scale: float = sd.SPIKE_SCALE,
+             cfg: objectives.ObjectiveConfig | None = None) -> Array:
+  """K draws z ~ q(z|x) per row: [k,b,d] (seed 004 §4.2 steps 1-2), by the latent family of the
+  objective (`objectives.latent_family`), the sampler the model was trained and scored with.
 
   Gaussian: z = μ + σ ε. HSVAE (beta_a given): γ_k ~ Beta(a, b), then one z_k ~ γ_k N(0, s²) +
   (1 − γ_k) N(μ, σ²) with an exact Bernoulli(γ_k) spike/slab choice (no relaxation at test time).
+  `cfg` is the run's objective config; without one a Gaussian (or, given Beta parameters, an
+  HSVAE) family with `spike_scale` is used.
   """
-  if rows.beta_a is None:
-    return distributions.normal_sample(key, rows.mean, rows.log_var, sample_shape=(num_samples,))
-  gamma_key, z_key = jax.random.split(key)
-  log_gamma, log1m_gamma = sd.beta_log_sample(gamma_key, rows.beta_a, rows.beta_b,
-                                              sample_shape=(num_samples,))
-  z, _ = sd.spike_slab_sample(z_key, log_gamma, log1m_gamma, rows.mean, rows.log_var,
-                              temperature=0.5, spike_scale=spike_scale, hard=True)
-  return z
+  if cfg is None:
+    name = "vae" if rows.beta_a is None else "hsvae"
+    posterior = "gaussian" if rows.beta_a is None else "hsvae"
+    cfg = objectives.ObjectiveConfig(
+        model=sentence_ae.ModelConfig(vocab_size=4, posterior=posterior), name=name,
+        spike_scale=spike_scale)
+  cfg = dataclasses.replace(cfg, concrete_hard=True)
+  post = sentence_ae.Posterior(rows.mean, rows.log_var, rows.log_var, rows.beta_a, rows.beta_b)
+  return objectives.latent_family(cfg).sample(key, post, cfg, num_samples).z
 
 
 def sample_mean(key: Array, rows: PosteriorParams, num_samples: int) -> Array:

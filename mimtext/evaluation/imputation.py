@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimtext import objectives
+from mimtext import special_tokens
 from mimtext.data import pipeline as pipeline_lib
-from mimtext.data import vocab as vocab_lib
 from mimtext.models import decoding
 from mimtext.models import sentence_ae
 
@@ -73,7 +73,7 @@ def mask_endings(tokens: Array, lengths: Array, num_missing: Array) -> Array:
   """The last m words of each row replaced by <unk> (the ICM start, seed 001 §5): [b,t] → [b,t]."""
   position = jnp.arange(tokens.shape[1])[None]
   missing = (position >= (lengths - 1 - num_missing)[:, None]) & (position < (lengths - 1)[:, None])
-  return jnp.where(missing, vocab_lib.UNK_ID, tokens)
+  return jnp.where(missing, special_tokens.UNK_ID, tokens)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "beam_width", "ban_unk", "inputless"))

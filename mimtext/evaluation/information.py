@@ -182,8 +182,9 @@ def kl_per_dimension(mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
   KL_d = (1/N) Σ_i ½ [μ_id² + σ²_id − 1 − log σ²_id] (the summand of `normal_kl_standard`); a
   collapsed dimension (q = p for every x) has KL_d = 0, and Σ_d KL_d is the ELBO's KL term.
   """
-  mean, log_var = np.asarray(mean, np.float64), np.asarray(log_var, np.float64)
-  return np.mean(0.5 * (np.square(mean) + np.exp(log_var) - 1.0 - log_var), axis=0)
+  kl = distributions.normal_kl_standard_per_dim(np.asarray(mean, np.float64),
+                                                np.asarray(log_var, np.float64))
+  return np.mean(np.asarray(kl, np.float64), axis=0)
 
 
 def active_units(means: np.ndarray, threshold: float = 0.01) -> int:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 import jax
 import numpy as np
 
+from mimtext import special_tokens
 from mimtext.data import text_files
 from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import downstream
@@ -203,7 +204,7 @@ def true_answer_ranks(scores: Sequence[np.ndarray], true_index: Sequence[int], *
   return ranks
 
 
-def ranking_inputs(items: Sequence[RankingItem], *, unk_id: int = vocab_lib.UNK_ID
+def ranking_inputs(items: Sequence[RankingItem], *, unk_id: int = special_tokens.UNK_ID
                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[list[int]]]:
   """Encoder inputs of every candidate: (pairs, unk prompts, prompt index per candidate).
 
@@ -235,7 +236,7 @@ def _draw(key: jax.Array | None, mean: np.ndarray, std: np.ndarray) -> np.ndarra
 
 
 def rank_candidates(encode_fn: EncodeFn, items: Sequence[RankingItem], *,
-                    unk_id: int = vocab_lib.UNK_ID, key: jax.Array | None = None,
+                    unk_id: int = special_tokens.UNK_ID, key: jax.Array | None = None,
                     normalise: bool = True, seed: int = 0) -> np.ndarray:
   """1-based rank of each item's true answer by the latent-distance score (seed 000 §4.6): [n].
 
@@ -303,7 +304,7 @@ def qa_report(ranks: np.ndarray, num_candidates: int | Sequence[int], **extra) -
 
 
 def evaluate_qa(encode_fn: EncodeFn, items: Sequence[RankingItem], *,
-                unk_id: int = vocab_lib.UNK_ID, key: jax.Array | None = None,
+                unk_id: int = special_tokens.UNK_ID, key: jax.Array | None = None,
                 normalise: bool = True, seed: int = 0) -> dict:
   """`rank_candidates` + `qa_report`, with how z and σ were used."""
   ranks = rank_candidates(encode_fn, items, unk_id=unk_id, key=key, normalise=normalise,
@@ -317,7 +318,7 @@ def evaluate_qa(encode_fn: EncodeFn, items: Sequence[RankingItem], *,
 
 def answer_prompts(question_ids: Sequence[np.ndarray],
                    pad_lengths: Sequence[int] = DEFAULT_PAD_LENGTHS, *,
-                   unk_id: int = vocab_lib.UNK_ID) -> list[np.ndarray]:
+                   unk_id: int = special_tokens.UNK_ID) -> list[np.ndarray]:
   """Q <unk>^L for every question and L in pad_lengths, question-major: n·P id arrays (D.4)."""
   return [np.concatenate([np.asarray(q, np.int32), np.full(length, unk_id, np.int32)])
           for q in question_ids for length in pad_lengths]
@@ -325,7 +326,7 @@ def answer_prompts(question_ids: Sequence[np.ndarray],
 
 def answer_codes(encode_fn: EncodeFn, question_ids: Sequence[np.ndarray],
                  pad_lengths: Sequence[int] = DEFAULT_PAD_LENGTHS, *,
-                 unk_id: int = vocab_lib.UNK_ID) -> np.ndarray:
+                 unk_id: int = special_tokens.UNK_ID) -> np.ndarray:
   """Posterior means of the answer prompts: [n,P,d], for greedy decoding by the launch layer."""
   mean, _ = encode_fn(answer_prompts(question_ids, pad_lengths, unk_id=unk_id))
   mean = np.asarray(mean)
@@ -342,8 +343,8 @@ def encoder_fn(run: "runner.Run", *, batch_size: int = 64, pad_multiple: int = 1
   exp(log σ²/2) of the (slab) Gaussian.
   """
   def encode(word_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    rows = [np.concatenate([[vocab_lib.SOS_ID], np.asarray(w, np.int32), [vocab_lib.EOS_ID]])
-            .astype(np.int32) for w in word_ids]
+    rows = [np.concatenate([[special_tokens.SOS_ID], np.asarray(w, np.int32),
+                            [special_tokens.EOS_ID]]).astype(np.int32) for w in word_ids]
     post = downstream.encode_posteriors(run.params, run.model_cfg, rows, batch_size=batch_size,
                                         pad_multiple=pad_multiple)
     return downstream.posterior_code(post), np.exp(0.5 * post.log_var)

@@ -312,7 +312,7 @@ def section_qa(ctx: Context) -> dict[str, Any]:
 def _sampler(ctx: Context) -> Callable:
   if ctx.scoring.deterministic_z:
     return downstream.sample_mean
-  return functools.partial(downstream.sample_z, spike_scale=ctx.run.obj_cfg.spike_scale)
+  return functools.partial(downstream.sample_z, cfg=ctx.run.obj_cfg)
 
 
 def _labelled_splits(ctx: Context) -> dict[str, corpus_lib.CorpusSplit | str]:

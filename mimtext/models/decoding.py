@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mimtext import nn
-from mimtext.data import vocab as vocab_lib
+from mimtext import special_tokens
 from mimtext.models import sentence_ae
 
 Array = jax.Array
@@ -26,20 +26,31 @@ Array = jax.Array
 
 class _Stepper(NamedTuple):
   """What every decoder step needs from z, computed once: z's share of the input projection."""
-  z_proj: Array          # [..., b, gates·h]: code @ W_i[e:] + b_i (or b_i when z is not an input)
+  z_proj: Array          # [..., b, gates·h]: code @ W_z + b_i (or b_i when z is not an input)
   state0: object         # initial recurrent state (h, or (h, c) for an LSTM), [..., b, h]
 
 
 def _prepare(params, z: Array, cfg: sentence_ae.ModelConfig) -> _Stepper:
   """z: [..., b, d] (leading axes: jointly decoded latents, see `decode`)."""
   code = sentence_ae.decoder_code(params, z)
-  w_i, b_i = params["decoder"]["w_i"], params["decoder"]["b_i"]
-  z_proj = code @ w_i[cfg.embed_dim:] + b_i if cfg.concat_z else jnp.broadcast_to(
+  w_z, b_i = sentence_ae.split_decoder_input_weights(params, cfg).z, params["decoder"]["b_i"]
+  z_proj = code @ w_z + b_i if w_z is not None else jnp.broadcast_to(
       b_i, z.shape[:-1] + b_i.shape)
   h0 = sentence_ae.decoder_initial_state(params, code, cfg)
   if h0 is None:
     h0 = jnp.zeros(z.shape[:-1] + (cfg.hidden_dim,), z.dtype)
   return _Stepper(z_proj, nn.rnn_initial_state(cfg.cell, h0))
+
+
+def step_input_projection(params, cfg: sentence_ae.ModelConfig, stepper: _Stepper,
+                          prev: Array) -> Array:
+  """x W_i + b_i of one step's decoder input x = [embedding(prev); z], by the blocks of W_i.
+
+  prev: the previous token [b]; returns [..., b, gates·h], the same as the teacher-forced
+  decoder's `concat_decoder_input(...) @ W_i + b_i` at that position.
+  """
+  w_word = sentence_ae.split_decoder_input_weights(params, cfg).word
+  return nn.embed(params["embed"], prev) @ w_word + stepper.z_proj
 
 
 def _step(params, cfg, stepper: _Stepper, prev: Array, state):
@@ -48,15 +59,17 @@ def _step(params, cfg, stepper: _Stepper, prev: Array, state):
   With leading latent axes (several latents per sentence) the decoders step side by side and
   their hidden states are averaged before the softmax (seed 003 Eq. 7-8).
   """
-  x_proj = nn.embed(params["embed"], prev) @ params["decoder"]["w_i"][:cfg.embed_dim]
-  hidden, state = nn.rnn_step(params["decoder"], cfg.cell, x_proj + stepper.z_proj, state)
+  x_proj = step_input_projection(params, cfg, stepper, prev)
+  hidden, state = nn.rnn_step(params["decoder"], cfg.cell, x_proj, state)
   mixed = hidden.reshape((-1,) + hidden.shape[-2:]).mean(axis=0)
   return hidden, sentence_ae.output_logits(params, mixed), state
 
 
 def _mask_logits(logits: Array, ban_unk: bool) -> Array:
   """<pad> and <sos> are never generated; <unk> optionally banned."""
-  banned = [vocab_lib.PAD_ID, vocab_lib.SOS_ID] + ([vocab_lib.UNK_ID] if ban_unk else [])
+  banned = [special_tokens.PAD_ID, special_tokens.SOS_ID]
+  if ban_unk:
+    banned.append(special_tokens.UNK_ID)
   return logits.at[:, jnp.asarray(banned)].set(-jnp.inf)
 
 
@@ -74,8 +87,8 @@ def decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: int,
   """
   b = z.shape[-2]
   stepper = _prepare(params, z, cfg)
-  ids0 = jnp.full((b, max_len), vocab_lib.PAD_ID, jnp.int32)
-  prev0 = jnp.full((b,), vocab_lib.SOS_ID, jnp.int32)
+  ids0 = jnp.full((b, max_len), special_tokens.PAD_ID, jnp.int32)
+  prev0 = jnp.full((b,), special_tokens.SOS_ID, jnp.int32)
   key0 = jax.random.PRNGKey(0) if key is None else key
 
   def cond(carry):
@@ -85,20 +98,20 @@ def decode(params, z: Array, cfg: sentence_ae.ModelConfig, *, max_len: int,
   def body(carry):
     step, state, prev, done, ids = carry
     if inputless:
-      prev = jnp.where(step == 0, prev, vocab_lib.UNK_ID).astype(jnp.int32)
+      prev = jnp.where(step == 0, prev, special_tokens.UNK_ID).astype(jnp.int32)
     _, logits, state = _step(params, cfg, stepper, prev, state)
     logits = _mask_logits(logits, ban_unk)
     if key is None:
       token = jnp.argmax(logits, axis=-1)
     else:
       token = jax.random.categorical(jax.random.fold_in(key0, step), logits / temperature)
-    token = jnp.where(done, vocab_lib.PAD_ID, token.astype(jnp.int32))
+    token = jnp.where(done, special_tokens.PAD_ID, token.astype(jnp.int32))
     ids = ids.at[:, step].set(token)
-    return step + 1, state, token, done | (token == vocab_lib.EOS_ID), ids
+    return step + 1, state, token, done | (token == special_tokens.EOS_ID), ids
 
   carry = (0, stepper.state0, prev0, jnp.zeros((b,), bool), ids0)
   _, _, _, _, ids = jax.lax.while_loop(cond, body, carry)
-  lengths = jnp.sum(ids != vocab_lib.PAD_ID, axis=1).astype(jnp.int32)
+  lengths = jnp.sum(ids != special_tokens.PAD_ID, axis=1).astype(jnp.int32)
   return ids, lengths
 
 
@@ -124,12 +137,12 @@ def sample_with_hidden(params, z: Array, cfg: sentence_ae.ModelConfig, key: Arra
     state, prev, done = carry
     hidden, logits, state = _step(params, cfg, stepper, prev, state)
     token = jax.random.categorical(step_key, jax.lax.stop_gradient(_mask_logits(logits, False)))
-    token = jnp.where(done, vocab_lib.PAD_ID, token.astype(jnp.int32))
+    token = jnp.where(done, special_tokens.PAD_ID, token.astype(jnp.int32))
     emitted = ~done
     hidden = jnp.where(emitted[:, None], hidden, 0.0)
-    return (state, token, done | (token == vocab_lib.EOS_ID)), (token, hidden, emitted)
+    return (state, token, done | (token == special_tokens.EOS_ID)), (token, hidden, emitted)
 
-  carry = (stepper.state0, jnp.full((b,), vocab_lib.SOS_ID, jnp.int32), jnp.zeros((b,), bool))
+  carry = (stepper.state0, jnp.full((b,), special_tokens.SOS_ID, jnp.int32), jnp.zeros((b,), bool))
   _, (ids, hidden, mask) = jax.lax.scan(body, carry, jax.random.split(key, max_len))
   return ids.T, jnp.swapaxes(hidden, 0, 1), mask.T
 
@@ -158,11 +171,11 @@ def allowed_tokens(step: Array, vocab_size: int, batch: int, *, ban_unk: bool = 
   `<unk>`); a prefix must be shorter than its row's exact length.
   """
   ids = jnp.arange(vocab_size)
-  base = (ids != vocab_lib.PAD_ID) & (ids != vocab_lib.SOS_ID)
+  base = (ids != special_tokens.PAD_ID) & (ids != special_tokens.SOS_ID)
   if ban_unk:
-    base &= ids != vocab_lib.UNK_ID
+    base &= ids != special_tokens.UNK_ID
   allowed = jnp.broadcast_to(base, (batch, vocab_size))
-  is_eos = ids == vocab_lib.EOS_ID
+  is_eos = ids == special_tokens.EOS_ID
   if exact_lengths is not None:
     last = (step == exact_lengths - 1)[:, None]
     early = (step < exact_lengths - 1)[:, None]
@@ -219,7 +232,7 @@ def beam_search(params, z: Array, cfg: sentence_ae.ModelConfig, *, beam_width: i
   stepper = _prepare(params, z, cfg)
   stepper = jax.tree_util.tree_map(lambda a: jnp.repeat(a, k, axis=-2), stepper)  # [...,b·k,·]
   flat_offsets = (jnp.arange(b) * k)[:, None]
-  pad_only = jnp.where(jnp.arange(v) == vocab_lib.PAD_ID, 0.0, -jnp.inf)
+  pad_only = jnp.where(jnp.arange(v) == special_tokens.PAD_ID, 0.0, -jnp.inf)
   final_norm = length_normalizer(jnp.asarray(max_len), length_penalty)
 
   def cond(carry):
@@ -234,8 +247,8 @@ def beam_search(params, z: Array, cfg: sentence_ae.ModelConfig, *, beam_width: i
   def body(carry):
     step, state, seqs, logp, finished, lengths = carry
     last = jax.lax.dynamic_index_in_dim(seqs, jnp.maximum(step - 1, 0), axis=2, keepdims=False)
-    read = jnp.full_like(last, vocab_lib.UNK_ID) if inputless else last
-    prev = jnp.where(step == 0, vocab_lib.SOS_ID, read).astype(jnp.int32)
+    read = jnp.full_like(last, special_tokens.UNK_ID) if inputless else last
+    prev = jnp.where(step == 0, special_tokens.SOS_ID, read).astype(jnp.int32)
     _, logits, state = _step(params, cfg, stepper, prev.reshape(b * k), state)
     step_logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, v)
     allowed = allowed_tokens(step, v, b, ban_unk=ban_unk, prefix=prefix,
@@ -253,10 +266,10 @@ def beam_search(params, z: Array, cfg: sentence_ae.ModelConfig, *, beam_width: i
     lengths = _gather_beams(lengths, beams) + (~was_finished).astype(jnp.int32)
     rows = (flat_offsets + beams).reshape(b * k)
     state = jax.tree_util.tree_map(lambda a: jnp.take(a, rows, axis=-2), state)
-    return step + 1, state, seqs, logp, was_finished | (tokens == vocab_lib.EOS_ID), lengths
+    return step + 1, state, seqs, logp, was_finished | (tokens == special_tokens.EOS_ID), lengths
 
   logp0 = jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf)        # one live hypothesis to start
-  carry = (0, stepper.state0, jnp.full((b, k, max_len), vocab_lib.PAD_ID, jnp.int32),
+  carry = (0, stepper.state0, jnp.full((b, k, max_len), special_tokens.PAD_ID, jnp.int32),
            jnp.broadcast_to(logp0, (b, k)), jnp.zeros((b, k), bool), jnp.zeros((b, k), jnp.int32))
   _, _, seqs, logp, finished, lengths = jax.lax.while_loop(cond, body, carry)
   norm = logp / length_normalizer(lengths, length_penalty)
@@ -264,5 +277,5 @@ def beam_search(params, z: Array, cfg: sentence_ae.ModelConfig, *, beam_width: i
   rank = jnp.where(jnp.any(done, axis=1, keepdims=True), jnp.where(done, norm, -jnp.inf), norm)
   best = jnp.argmax(rank, axis=1)
   ids = jnp.take_along_axis(seqs, best[:, None, None], axis=1)[:, 0]
-  return BeamResult(ids, jnp.sum(ids != vocab_lib.PAD_ID, axis=1).astype(jnp.int32),
+  return BeamResult(ids, jnp.sum(ids != special_tokens.PAD_ID, axis=1).astype(jnp.int32),
                     jnp.take_along_axis(logp, best[:, None], axis=1)[:, 0])

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from mimtext import distributions
 from mimtext import nn
 from mimtext import sparse_distributions
-from mimtext.data import vocab as vocab_lib
+from mimtext import special_tokens
 
 Params = dict
 Array = jax.Array
@@ -40,44 +40,64 @@ LOG_VAR_INITS = ("default", "floor")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Static architecture of the sentence autoencoder (defaults: seed 000 §4.2, PTB)."""
-  vocab_size: int
-  embed_dim: int = 300
-  hidden_dim: int = 512
-  latent_dim: int = 128
-  cell: str = "gru"                  # "gru" or "lstm" (seeds 001, 003)
-  bidirectional: bool = False        # bidirectional encoder (seed 002 §5.1)
-  summary: str = "last"              # "last", "mean" or "attention" (seed 002 §5.3)
-  attention_dim: int = 0             # 0: the summary width
-  encoder_highway: int = 0           # highway layers between summary and posterior head
-  decoder_highway: int = 0           # highway layers on z before the decoder (seed 002 §5.2)
-  condition: str = "both"            # z as decoder "init" state, "concat" input, or "both"
-  embed_dropout: float = 0.5
-  output_dropout: float = 0.0        # dropout on decoder states before the softmax (seed 003 §5.1)
-  reverse_encoder_input: bool = True  # seed 000 §4.2 (ignored by a bidirectional encoder)
-  # The official sMIM code (SentenceMIM-demo model.py), where seed 000 is silent: its encoder
-  # reads `<sos> w_1 … w_n` (reversed: w_n … w_1 <sos>, so <sos> is the last input), and it drops
-  # only the decoder's input embeddings ("decoder"); "both" also drops the encoder's.
-  encoder_reads_sos: bool = False
-  embed_dropout_scope: str = "both"
-  posterior: str = "gaussian"        # "gaussian" or "hsvae" (seed 004 §3)
-  # Floor on the posterior log-variance (DESIGN §7): "clamp" as the original sMIM code (zero
-  # gradient below the floor), "softplus" for a smooth floor, "none" to leave it unbounded.
-  log_var_floor: float = -10.0
-  floor_mode: str = "clamp"
-  # The log-variance head at initialisation: "default" (the layer's init, σ ≈ 1 everywhere, as the
-  # official sMIM code) or "floor" (weights 0, bias at log_var_floor: σ starts at the floor). Under
-  # A-MIM σ falls to the floor within a few hundred steps anyway; the "default" start is a noisy
-  # first phase in which the decoder learns to ignore z, which slows sMIM down for thousands of
+  """Static architecture of the sentence autoencoder (defaults: seed 000 §4.2, PTB).
+
+  Every field carries its one-line doc (and source) in `metadata["doc"]`: the config's `model`
+  block (launch/configs/base.py), `launch.train --help` and docs/cli.md are built from these fields
+  and their defaults. A field with `metadata["derived"]` is no config field:
+  `experiment.model_config` sets it, from what that text says.
+  """
+
+  def _field(default=dataclasses.MISSING, doc="", derived=None):  # pylint: disable=no-self-argument
+    metadata = {"doc": doc} if derived is None else {"doc": doc, "derived": derived}
+    return dataclasses.field(default=default, metadata=metadata)
+
+  vocab_size: int = _field(doc="Vocabulary size, the 4 special tokens included.",
+                           derived="the run's vocabulary")
+  embed_dim: int = _field(300, "Word embedding size, shared by the encoder and the decoder "
+                          "(seed 000 §4.2).")
+  hidden_dim: int = _field(512, "RNN hidden size of the encoder and the decoder (seed 000 §4.2).")
+  latent_dim: int = _field(128, "Dimension d of the latent code z (seed 000 §4.2).")
+  cell: str = _field("gru", 'RNN cell: "gru" (seed 000 §4.2) or "lstm" (seeds 001, 003).')
+  bidirectional: bool = _field(False, "Bidirectional encoder (seed 002 §5.1).")
+  summary: str = _field("last", 'Encoder summary fed to the posterior head: "last" real state, '
+                        'masked "mean" or "attention" (seed 002 §5.3).')
+  attention_dim: int = _field(0, 'Width of the "attention" summary; 0 = the summary width.')
+  encoder_highway: int = _field(0, "Highway layers between the summary and the posterior head.")
+  decoder_highway: int = _field(0, "Highway layers on z before the decoder (seed 002 §5.2).")
+  condition: str = _field("both", 'z enters the decoder as its "init" state, "concat" (joined to '
+                          'every input embedding), or "both" (seed 000 §4.2).')
+  embed_dropout: float = _field(0.5, "Dropout rate on the word embeddings (which: "
+                                "embed_dropout_scope).")
+  output_dropout: float = _field(0.0, "Dropout on the decoder states before the softmax "
+                                 "(seed 003 §5.1).")
+  reverse_encoder_input: bool = _field(True, "The encoder reads the sentence reversed (seed 000 "
+                                       "§4.2; ignored by a bidirectional encoder).")
+  # Where seed 000 is silent, the official sMIM code (SentenceMIM-demo model.py) differs in two
+  # ways; both are off by default (see launch/configs/*smim*.flags).
+  encoder_reads_sos: bool = _field(False, "The encoder reads `<sos> w_1 … w_n` (reversed: "
+                                   "`w_n … w_1 <sos>`), as the official sMIM code (model.py).")
+  embed_dropout_scope: str = _field("both", 'Embeddings that embed_dropout drops: "both" '
+                                    '(encoder and decoder) or "decoder" inputs only (official '
+                                    "sMIM code).")
+  posterior: str = _field("gaussian", 'Posterior head: "gaussian" (seed 000 Eq. 3) or "hsvae" '
+                          "(Beta / spike-and-slab, seed 004 §3; goes with objective hsvae).")
+  log_var_floor: float = _field(-10.0, "Floor on the posterior log-variance, applied as "
+                                "floor_mode says (DESIGN §7).")
+  floor_mode: str = _field("clamp", 'How log_var_floor applies: "clamp" (zero gradient below, as '
+                           'the original sMIM code), "softplus" (smooth) or "none" (DESIGN §7).')
+  # "default" starts with a noisy phase in which the decoder learns to ignore z: under A-MIM σ
+  # falls to the floor within a few hundred steps anyway, but sMIM is slowed down for thousands of
   # steps (see launch/configs/quickstart.flags).
-  log_var_init: str = "default"
-  # The auxiliary q_MI(z|x) head of the mutual-information criterion (seed 002 §4).
-  mi_head: bool = False
-  # HSVAE only: the Beta concentrations of q(γ|x) are floor + softplus(raw) (DESIGN §7).
-  concentration_floor: float = 1e-2
-  # 0: the per-layer PyTorch-style defaults of `nn`; s > 0: every weight, bias and embedding
-  # ~ U(−s, s) (seed 003 §5.1 uses s = 0.1).
-  init_scale: float = 0.0
+  log_var_init: str = _field("default", 'Log-variance head at init: "default" (σ ≈ 1, as the '
+                             'official sMIM code) or "floor" (weights 0, bias log_var_floor).')
+  mi_head: bool = _field(False, "The auxiliary q_MI(z|x) head of the mutual-information criterion "
+                         "(seed 002 §4).", derived='objective.name: True exactly for "mi"')
+  concentration_floor: float = _field(1e-2, "HSVAE head: the Beta concentrations of q(γ|x) are "
+                                      "floor + softplus(raw) (DESIGN §7; authors' code: 1e-5).")
+  init_scale: float = _field(0.0, "0 = the per-layer PyTorch-style defaults of `nn`; s > 0: every "
+                             "weight, bias and embedding ~ U(−s, s) (seed 003 §5.1: 0.1).")
+  del _field
 
   def __post_init__(self):
     for name, allowed in (("floor_mode", FLOOR_MODES), ("summary", SUMMARIES),
@@ -144,7 +164,7 @@ def init_params(key: Array, cfg: ModelConfig) -> Params:
       "encoder": init_encoder(next(keys), cfg.cell, e, h),
       "to_mean": nn.init_dense(next(keys), s, d),
       "to_log_var": nn.init_dense(next(keys), s, d),
-      "decoder": nn.init_rnn(next(keys), cfg.cell, e + (d if cfg.concat_z else 0), h),
+      "decoder": nn.init_rnn(next(keys), cfg.cell, decoder_input_dim(cfg), h),
       "out": nn.init_dense(next(keys), h, v),
   }
   # Optional blocks are absent rather than empty, so checkpoints never hold empty containers.
@@ -282,6 +302,53 @@ def decoder_initial_state(params: Params, code: Array, cfg: ModelConfig) -> Arra
   return nn.dense(params["z_to_h0"], code) if cfg.init_from_z else None
 
 
+class DecoderInput(NamedTuple):
+  """The parts of the decoder's input at each step, in the order of its layout: [embedding; z].
+
+  The one owner of that order. The field order is both the order in which the teacher-forced
+  decoder concatenates its input (`concat_decoder_input`) and the order of the row blocks of the
+  decoder's input weights `params["decoder"]["w_i"]` ([e + d, G·h] with z an input, [e, G·h]
+  without; `split_decoder_input_weights`), which the step-wise decoder of `decoding` uses.
+  Holds arrays ([..., e] and [..., d]), weight blocks ([e, G·h] and [d, G·h]) or widths (ints);
+  `z` is None when z is not a decoder input (`cfg.concat_z` False).
+  """
+  word: Array | int           # the (dropped-out) embedding of the previous token
+  z: Array | int | None       # the decoder code (`decoder_code`), the same at every step
+
+
+def decoder_input_widths(cfg: ModelConfig) -> DecoderInput:
+  """The width of each part of the decoder's input: (e, d), or (e, None) without z as input."""
+  return DecoderInput(word=cfg.embed_dim, z=cfg.latent_dim if cfg.concat_z else None)
+
+
+def decoder_input_dim(cfg: ModelConfig) -> int:
+  """The decoder's input width: e + d with z as input, else e."""
+  return sum(width for width in decoder_input_widths(cfg) if width is not None)
+
+
+def concat_decoder_input(parts: DecoderInput) -> Array:
+  """The decoder's input [..., e(+d)]: the present parts concatenated in layout order."""
+  present = [x for x in parts if x is not None]
+  return present[0] if len(present) == 1 else jnp.concatenate(present, axis=-1)
+
+
+def split_decoder_input_weights(params: Params, cfg: ModelConfig) -> DecoderInput:
+  """The row blocks of the decoder's input weights W_i by the input part they read.
+
+  x W_i = Σ_parts x_part W_i[part] for x = `concat_decoder_input(parts)`: returns
+  (W_word [e, G·h], W_z [d, G·h] or None).
+  """
+  w_i = params["decoder"]["w_i"]
+  blocks, start = [], 0
+  for width in decoder_input_widths(cfg):
+    if width is None:
+      blocks.append(None)
+      continue
+    blocks.append(w_i[start:start + width])
+    start += width
+  return DecoderInput(*blocks)
+
+
 def decoder_hidden(params: Params, z: Array, tokens: Array, lengths: Array, cfg: ModelConfig, *,
                    dropout_key: Array | None = None, word_key: Array | None = None,
                    word_keep_rate: float | Array = 1.0) -> Array:
@@ -295,12 +362,12 @@ def decoder_hidden(params: Params, z: Array, tokens: Array, lengths: Array, cfg:
   check_batch(tokens, lengths, z, cfg)
   inputs = tokens[:, :-1]
   mask = nn.sequence_mask(lengths - 1, inputs.shape[1])
-  inputs = nn.word_dropout(word_key, inputs, mask, word_keep_rate, unk_id=vocab_lib.UNK_ID)
+  inputs = nn.word_dropout(word_key, inputs, mask, word_keep_rate, unk_id=special_tokens.UNK_ID)
   x = _embed_dropped(params, inputs, cfg, dropout_key)
   code = decoder_code(params, z)
-  if cfg.concat_z:
-    x = jnp.concatenate([x, jnp.broadcast_to(code[:, None, :], x.shape[:2] + code.shape[-1:])],
-                        axis=-1)
+  z_in = (jnp.broadcast_to(code[:, None, :], x.shape[:2] + code.shape[-1:]) if cfg.concat_z
+          else None)
+  x = concat_decoder_input(DecoderInput(word=x, z=z_in))
   hidden, _ = nn.rnn(params["decoder"], cfg.cell, x, mask,
                      h0=decoder_initial_state(params, code, cfg))
   return hidden

@@ -31,56 +31,88 @@ SAMPLE_AVERAGES = ("loss", "hidden")
 class ObjectiveConfig:
   """An objective (`name`) over a model, with the knobs the literature uses against collapse.
 
+  Every field carries its one-line doc (and source) in `metadata["doc"]`: the config's `objective`
+  block (launch/configs/base.py), `launch.train --help` and docs/cli.md are built from these fields
+  and their defaults. `model` (`metadata["derived"]`) is no config field.
+
   kl_schedule: "constant" (β = kl_weight), "linear" (β rises from 0 to kl_weight over
     kl_anneal_steps), "logistic" (β = kl_weight / (1 + exp(−k (step − x0))), seed 001 §3.1).
-  free_bits: per-dimension floor λ on the batch-averaged KL, Σ_d max(λ, KL_d) (Kingma et al. 2016);
-    0 = off.
   num_samples / sample_average: L latent samples per sentence, averaging the L reconstruction terms
     ("loss", seed 003 Eq. 3) or the L decoder states before the softmax ("hidden", Eq. 7-8).
   word_keep_*: decoder word dropout (seed 001 §3.2): keep rate constant, or linear from
     word_keep_start_rate at word_keep_start_step to word_keep_end_rate at word_keep_end_step
     (seed 002 §5.4: keep 0 at step 2,000 → keep 1 at step 20,000).
-  l1_weight / l2_weight: l1 · mean_i(‖μ_i‖₁ + ‖σ_i‖₁), l2 · mean_i(‖μ_i‖₂² + ‖σ_i‖₂²) on the posterior
-    μ and σ (the VAE_L1 / VAE_L2 baselines of seed 004 §4.1.2).
-  mi_weight, mi_max_len: λ and the generated length of the MI criterion (seed 002 Eq. 9).
-  psi, lam, prior_alpha, prior_beta, concrete_temperature, concrete_hard, spike_scale: HSVAE
-    (seed 004 Eq. 2; spike N(0, spike_scale²)); prior_gamma: MAT-VAE's prior spike probability.
-  mmd_weight, mmd_kernel: MAT-VAE's λ MMD(q(z), p(z)) (seed 004 appendix B).
-  mim_batch_constant: A-MIM only: add the constant log(B) / B of the official sMIM training
-    script (B valid sentences in the batch; see `objectives.mim`). It has no gradient: only the
-    reported loss moves.
+  kl_z_weight, kl_gamma_weight: ψ and λ of HSVAE's loss (seed 004 Eq. 2),
+    −E_q[log p(x|z)] + ψ E_{q(γ|x)} KL(q(z|γ,x) ‖ p(z|γ)) + λ KL(q(γ|x) ‖ p(γ));
+    MAT-VAE's loss (appendix B) is −E_q[log p(x|z)] + ψ KL(q(z|x) ‖ p(z)) + λ MMD(q(z), p(z)),
+    its λ being mmd_weight. Saved configs name them "psi" and "lam" (`experiment.RENAMED_FIELDS`).
+  mim_batch_constant: A-MIM only: the constant log(B) / B of the official sMIM training script
+    (B valid sentences in the batch; see `objectives.mim`). It has no gradient: only the reported
+    loss moves.
   """
-  model: sentence_ae.ModelConfig
-  name: str = "mim"
-  kl_weight: float = 1.0
-  kl_schedule: str = "constant"
-  kl_anneal_steps: int = 10_000
-  kl_logistic_k: float = 0.0025
-  kl_logistic_x0: int = 2_500
-  free_bits: float = 0.0
-  num_samples: int = 1
-  sample_average: str = "loss"
-  word_keep_rate: float = 1.0
-  word_keep_schedule: str = "constant"
-  word_keep_start_rate: float = 0.0
-  word_keep_end_rate: float = 1.0
-  word_keep_start_step: int = 2_000
-  word_keep_end_step: int = 20_000
-  l1_weight: float = 0.0
-  l2_weight: float = 0.0
-  mi_weight: float = 1.0
-  mi_max_len: int = 40
-  psi: float = 1.0
-  lam: float = 1.0
-  prior_alpha: float = 1.0
-  prior_beta: float = 1.0
-  concrete_temperature: float = 0.5
-  concrete_hard: bool = True
-  spike_scale: float = 0.05
-  prior_gamma: float = 0.8
-  mmd_weight: float = 1.0
-  mmd_kernel: str = "imq"
-  mim_batch_constant: bool = False
+
+  def _field(default=dataclasses.MISSING, doc="", derived=None):  # pylint: disable=no-self-argument
+    metadata = {"doc": doc} if derived is None else {"doc": doc, "derived": derived}
+    return dataclasses.field(default=default, metadata=metadata)
+
+  model: sentence_ae.ModelConfig = _field(doc="The model the objective trains.",
+                                          derived="the config's model block")
+  name: str = _field("mim", 'The objective: "mim" (A-MIM, seed 000), "vae" (ELBO), "ae", "mi" '
+                     '(seed 002 Eq. 9), "hsvae" (seed 004 §3) or "matvae" (seed 004 app. B).')
+  kl_weight: float = _field(1.0, "β, the weight of the KL term of vae / mi (its final value under "
+                            "a kl_schedule).")
+  kl_schedule: str = _field("constant", 'β over the steps: "constant", "linear" (0 → kl_weight '
+                            'over kl_anneal_steps) or "logistic" (seed 001 §3.1).')
+  kl_anneal_steps: int = _field(10_000, 'Steps of the "linear" KL schedule.')
+  kl_logistic_k: float = _field(0.0025, 'k of the "logistic" KL schedule, β = kl_weight / '
+                                "(1 + exp(−k (step − x0))) (seed 001 §3.1).")
+  kl_logistic_x0: int = _field(2_500, 'x0, the midpoint step of the "logistic" KL schedule '
+                               "(seed 001 §3.1).")
+  free_bits: float = _field(0.0, "Nats per latent dimension: the KL term is Σ_d max(λ, KL_d) of "
+                            "the batch-averaged KL (Kingma et al. 2016); 0 = off.")
+  num_samples: int = _field(1, "L, the latent samples per sentence (seed 003).")
+  sample_average: str = _field("loss", 'Averages the L samples\' reconstruction terms ("loss", '
+                               'seed 003 Eq. 3) or decoder states ("hidden", AVG, Eq. 7-8).')
+  word_keep_rate: float = _field(1.0, 'Decoder word keep rate of the "constant" schedule (seed '
+                                 "001 §3.2): 1 = no word dropout, 0 = inputless decoder.")
+  word_keep_schedule: str = _field("constant", 'Decoder word keep rate over the steps: "constant" '
+                                   '(word_keep_rate) or "linear" (seed 002 §5.4).')
+  word_keep_start_rate: float = _field(0.0, 'Keep rate of the "linear" schedule up to '
+                                       "word_keep_start_step (seed 002 §5.4: 0).")
+  word_keep_end_rate: float = _field(1.0, 'Keep rate of the "linear" schedule from '
+                                     "word_keep_end_step (seed 002 §5.4: 1).")
+  word_keep_start_step: int = _field(2_000, 'Step where the "linear" keep rate starts to rise '
+                                     "(seed 002 §5.4: 2,000).")
+  word_keep_end_step: int = _field(20_000, 'Step where the "linear" keep rate reaches '
+                                   "word_keep_end_rate (seed 002 §5.4: 20,000).")
+  l1_weight: float = _field(0.0, "Adds l1 · mean_i(‖μ_i‖₁ + ‖σ_i‖₁) on the posterior μ and σ (the "
+                            "VAE_L1 baseline of seed 004 §4.1.2); 0 = off.")
+  l2_weight: float = _field(0.0, "Adds l2 · mean_i(‖μ_i‖₂² + ‖σ_i‖₂²) on the posterior μ and σ "
+                            "(the VAE_L2 baseline of seed 004 §4.1.2); 0 = off.")
+  mi_weight: float = _field(1.0, 'λ of the MI criterion, L = L_VAE + λ L_MI (objective "mi", '
+                            "seed 002 Eq. 9).")
+  mi_max_len: int = _field(40, "Length of the sentences generated for L_MI (seed 002 Eq. 9).")
+  kl_z_weight: float = _field(1.0, "ψ of seed 004 Eq. 2: weight of the KL on z, "
+                              "E_q(γ|x) KL(q(z|γ,x) ‖ p(z|γ)) (hsvae) or KL(q(z|x) ‖ p(z)) "
+                              '(matvae, app. B). Formerly "psi".')
+  kl_gamma_weight: float = _field(1.0, "λ of seed 004 Eq. 2: hsvae's weight of the KL on γ, "
+                                  'KL(Beta(a,b) ‖ Beta(α,β)). Formerly "lam".')
+  prior_alpha: float = _field(1.0, "hsvae: α of the prior p(γ_d) = Beta(α, β) (seed 004 §3).")
+  prior_beta: float = _field(1.0, "hsvae: β of the prior p(γ_d) = Beta(α, β) (seed 004 §3).")
+  concrete_temperature: float = _field(0.5, "hsvae / matvae: τ of the binary concrete relaxation "
+                                       "of the spike/slab choice (seed 004 app. D; authors' code).")
+  concrete_hard: bool = _field(True, "Exact Bernoulli spike/slab choice forward, relaxed gradient "
+                               "(straight-through, as the authors' code); False: a relaxed blend.")
+  spike_scale: float = _field(0.05, "σ of the spike N(0, σ²) (the paper's σ → 0; authors' code: "
+                              "0.05).")
+  prior_gamma: float = _field(0.8, "matvae: spike probability γ of the prior p(z_d) = γ N(0, σ²) + "
+                              "(1 − γ) N(0, 1), the prior sparsity (seed 004 app. B).")
+  mmd_weight: float = _field(1.0, "matvae: λ, the weight of MMD(q(z), p(z)) (seed 004 app. B).")
+  mmd_kernel: str = _field("imq", 'matvae MMD kernel: "imq" (inverse multiquadric, Mathieu et al. '
+                           '2019 and the authors\' code) or "rbf".')
+  mim_batch_constant: bool = _field(False, "mim: add the constant log(B)/B of the official sMIM "
+                                    "training script (no gradient; only the reported loss moves).")
+  del _field
 
   def __post_init__(self):
     for name, allowed in (("kl_schedule", KL_SCHEDULES),

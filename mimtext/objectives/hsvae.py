@@ -7,6 +7,7 @@ the negative of Eq. 2 with one Monte Carlo sample of (γ, z) per sentence (or L 
 
 L = −E_q[log p(x|z)] + ψ E_{q(γ|x)} KL(q(z|γ,x) ‖ p(z|γ)) + λ KL(Beta(a,b) ‖ Beta(α,β)),
 
+ψ = `kl_z_weight` and λ = `kl_gamma_weight` of the config (formerly `psi` and `lam`),
 γ sampled through Gamma draws in log space (implicit reparameterisation), the spike/slab choice
 through a binary concrete relaxation (hard forward, relaxed gradient by default; appendix D), and
 the ψ-term estimated by log q(z|γ,x) − log p(z|γ) at the sample (unbiased; `sparse_distributions`).
@@ -106,7 +107,8 @@ LATENTS = latents.LatentFamily(
 
 
 def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic: bool = False):
-  """Negative HSVAE ELBO (ψ, λ weighted) and metrics; see the module docstring."""
+  """Negative HSVAE ELBO, ψ (kl_z_weight) and λ (kl_gamma_weight) weighted, and metrics; see the
+  module docstring."""
   keys = common.step_keys(key, deterministic)
   post = common.encode(params, batch, cfg, keys)
   draw = LATENTS.sample(keys.latent, post, cfg, cfg.num_samples)
@@ -115,7 +117,8 @@ def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic
   kl_z_mean = kl_z(post, draw, cfg).mean(0)
   kl_g = kl_gamma(post, cfg)
   valid = batch["valid"]
-  value = common.batch_mean(-log_px + cfg.psi * kl_z_mean + cfg.lam * kl_g, valid)
+  value = common.batch_mean(
+      -log_px + cfg.kl_z_weight * kl_z_mean + cfg.kl_gamma_weight * kl_g, valid)
   neg_elbo = common.batch_mean(-log_px + kl_z_mean + kl_g, valid)
   metrics = {
       "loss": value, "criterion": neg_elbo, "neg_elbo": neg_elbo,

@@ -2,7 +2,8 @@
 
 L = −E_q[log p(x|z)] + ψ KL(q(z|x) ‖ p(z)) + λ MMD(q(z), p(z)),
 
-with a Gaussian posterior q(z|x), the fixed spike-and-slab prior p(z_d) = γ N(0, s²) + (1 − γ) N(0, 1)
+ψ = `kl_z_weight` (formerly `psi`) and λ = `mmd_weight` of the config, with a Gaussian
+posterior q(z|x), the fixed spike-and-slab prior p(z_d) = γ N(0, s²) + (1 − γ) N(0, 1)
 (γ = `prior_gamma`, the prior sparsity), the KL estimated by log q(z|x) − log p(z) at the posterior
 sample (the prior is a mixture: no closed form), and the unbiased MMD between the batch's posterior
 samples (the aggregate posterior q(z)) and as many prior samples, with a one-dimensional inverse
@@ -62,7 +63,7 @@ LATENTS = latents.LatentFamily(
 
 
 def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic: bool = False):
-  """ψ-KL + λ-MMD objective and metrics; see the module docstring."""
+  """ψ-KL + λ-MMD objective (ψ = kl_z_weight, λ = mmd_weight) and metrics; see the docstring."""
   keys = common.step_keys(key, deterministic)
   post = common.encode(params, batch, cfg, keys)
   draw = LATENTS.sample(keys.latent, post, cfg, cfg.num_samples)
@@ -75,7 +76,7 @@ def loss(params, batch, *, key, step, cfg: common.ObjectiveConfig, deterministic
   z_for_mmd = jnp.where(valid[:, None] > 0, z, prior_sample(jax.random.fold_in(keys.extra, 1),
                                                             z.shape[0], cfg))
   mmd = sd.mmd(z_for_mmd, prior_z, kernel=cfg.mmd_kernel, scale=MMD_SCALES)
-  value = common.batch_mean(-log_px + cfg.psi * kl_mc, valid) + cfg.mmd_weight * mmd
+  value = common.batch_mean(-log_px + cfg.kl_z_weight * kl_mc, valid) + cfg.mmd_weight * mmd
   neg_elbo = common.batch_mean(kl_mc - log_px, valid)
   metrics = {"loss": value, "criterion": neg_elbo, "neg_elbo": neg_elbo, "mmd": mmd,
              **common.reconstruction_metrics(log_px, batch),
