@@ -3,7 +3,8 @@ r"""Writes the codes of the sentences of a text file, one row per line, as a num
   python -m launch.encode --workdir=W --input=sentences.txt --output=emb.npy \
       [--step=best] [--batch_size=256] [--std_output=std.npy]
 
-Each line of --input (UTF-8) is one sentence, split on whitespace and read with the run's
+Each line of --input (UTF-8) is one sentence, split by the run's tokeniser (its
+`data.tokenizer`: "whitespace", "lower" or "lower_punct", as in training) and read with the run's
 vocabulary: words not in it become <unk> (their count is reported on stderr). --output gets a
 float32 array [N,d], row i the code of line i (N = the number of lines, in order): the
 deterministic code `sentence_ae.posterior_code` (the posterior mean μ; (1 − E_q[γ]) μ for HSVAE).

@@ -22,8 +22,9 @@ Modes:
                of distinct samples.
   reconstruct  per sentence: the data (D), decodes of its posterior mean (M), of a posterior sample
                (R) and of that sample perturbed by 10 posterior σ (P), as seed 000 Tables 11-14. An
-               AE (z = μ(x)) gets D and M only. --sentences are tokenised by whitespace with the
-               run's vocabulary; unknown words become <unk> (their count is printed).
+               AE (z = μ(x)) gets D and M only. --sentences are tokenised by the run's tokeniser
+               (its data.tokenizer) and read with its vocabulary; unknown words become <unk>
+               (their count is printed). So are --sentence_a/--sentence_b and --question.
   interpolate  N decodes (both ends included) on the straight line between the posterior codes of
                two sentences (seed 000 Table 10): --sentence_a/--sentence_b, or two random sentences
                of --split. The ends are posterior means, or posterior samples with --method=sample.
@@ -222,12 +223,15 @@ def _chunks(n: int, size: int, desc: str) -> Iterator[tuple[int, slice]]:
     yield i, slice(start, min(start + size, n))
 
 
-def encode_texts(vocab: vocab_lib.Vocabulary, texts: Sequence[str]
+def encode_texts(vocab: vocab_lib.Vocabulary, texts: Sequence[str],
+                 tokenizer: str = vocab_lib.DEFAULT_TOKENIZER
                  ) -> tuple[list[np.ndarray], list[str]]:
-  """`<sos> w… <eos>` ids of whitespace-tokenised sentences and the words read as <unk>."""
-  unknown = [token for text in texts for token in text.split()
+  """`<sos> w… <eos>` ids of sentences split by `vocab_lib.tokenize(text, tokenizer)` (the run's
+  `data.tokenizer`) and the words read as <unk>."""
+  tokens = [vocab_lib.tokenize(text, tokenizer) for text in texts]
+  unknown = [token for words in tokens for token in words
              if vocab.id(token) == vocab_lib.UNK_ID and token not in vocab_lib.UNK_ALIASES]
-  return [vocab.encode(text) for text in texts], unknown
+  return [vocab.encode(words) for words in tokens], unknown
 
 
 def _unknown_note(unknown: Sequence[str]) -> str:
@@ -286,7 +290,7 @@ def run_reconstruct(ctx: _Context) -> None:
   run = ctx.run
   if _SENTENCES.value is not None:
     texts = [t.strip() for t in _SENTENCES.value.split("|")]
-    examples, unknown = encode_texts(run.vocab, texts)
+    examples, unknown = encode_texts(run.vocab, texts, experiment.tokenizer(run.config))
     source = f"{len(examples)} sentence(s) of --sentences ({_unknown_note(unknown)})"
   else:
     examples = ctx.split().head(_NUM_RECON.value).ids
@@ -314,7 +318,8 @@ def run_reconstruct(ctx: _Context) -> None:
 def run_interpolate(ctx: _Context) -> None:
   run, n = ctx.run, _NUM_POINTS.value
   if _SENTENCE_A.value is not None:
-    (a_ids, b_ids), unknown = encode_texts(run.vocab, [_SENTENCE_A.value, _SENTENCE_B.value])
+    (a_ids, b_ids), unknown = encode_texts(run.vocab, [_SENTENCE_A.value, _SENTENCE_B.value],
+                                           experiment.tokenizer(run.config))
     source = f"--sentence_a and --sentence_b ({_unknown_note(unknown)})"
   else:
     split = ctx.split()
@@ -378,11 +383,13 @@ def run_impute(ctx: _Context) -> None:
         "minus 50%; 0% = indistinguishable, 50% = always told apart, lower is better)")
 
 
-def _questions_from_flag(vocab: vocab_lib.Vocabulary) -> tuple[list[np.ndarray], str]:
-  """Word ids (no <sos>/<eos>) of the --question questions, each ending in a "?" token."""
+def _questions_from_flag(vocab: vocab_lib.Vocabulary, tokenizer: str = vocab_lib.DEFAULT_TOKENIZER
+                         ) -> tuple[list[np.ndarray], str]:
+  """Word ids (no <sos>/<eos>) of the --question questions (split by the run's tokeniser), each
+  ending in a "?" token."""
   questions, unknown = [], []
   for text in _QUESTION.value.split("|"):
-    tokens = text.split()
+    tokens = vocab_lib.tokenize(text, tokenizer)
     if "?" not in tokens:
       if tokens[-1].endswith("?"):
         tokens[-1:] = [tokens[-1][:-1], "?"] if len(tokens[-1]) > 1 else ["?"]
@@ -419,10 +426,11 @@ def _questions_from_yahoo(run) -> tuple[list[np.ndarray], str]:
     raise app.UsageError("--mode=answer: no Yahoo corpus found (--data_dir, $MIMTEXT_DATA/yahoo, "
                          "../shared/data/yahoo); pass --question='a question ?' or --data_dir=DIR")
   questions, unknown = [], []
-  for line in qa.read_yahoo_lines(data_dir, _SPLIT.value):
+  tokenizer = experiment.tokenizer(run.config)
+  for line in qa.read_yahoo_lines(data_dir, _SPLIT.value, tokenizer=tokenizer):
     if len(questions) == _NUM_QUESTIONS.value:
       break
-    split = qa.split_question(line.split())
+    split = qa.split_question(vocab_lib.tokenize(line, tokenizer))
     if split is None:
       continue
     _, unk = encode_texts(run.vocab, [" ".join(split[0])])
@@ -435,7 +443,7 @@ def run_answer(ctx: _Context) -> None:
   from mimtext.evaluation import qa  # pylint: disable=g-import-not-at-top
   run = ctx.run
   if _QUESTION.value is not None:
-    questions, source = _questions_from_flag(run.vocab)
+    questions, source = _questions_from_flag(run.vocab, experiment.tokenizer(run.config))
   else:
     questions, source = _questions_from_yahoo(run)
   pads = qa.DEFAULT_PAD_LENGTHS

@@ -17,10 +17,11 @@ Every model is used as it was trained (`objectives.common.scoring`): an inputles
 without its inputs, a hidden-averaging decoder (seed 003 Eq. 7-8) decodes L latents jointly, an AE
 uses z = μ(x) (its log-variance head never trained).
 
-Text: a sentence is a string split on whitespace and looked up in the run's vocabulary; a word
-not in it becomes `<unk>` (`unknown_words` lists them). No other normalisation (case,
-punctuation) is applied, so text should be tokenised the way the training corpus was. Sentences
-are never truncated or dropped; the empty string is the empty sentence `<sos> <eos>`.
+Text: a sentence is a string split by the run's tokeniser (`data.tokenizer` of its config:
+"whitespace", "lower" or "lower_punct"; see `vocab_lib.tokenize`), exactly as the training corpus
+was, and looked up in the run's vocabulary; a word not in it becomes `<unk>` (`unknown_words`
+lists them). Sentences are never truncated or dropped; the empty string is the empty sentence
+`<sos> <eos>`.
 
 Batching: sentences are sorted by length, cut into batches of `batch_size`, and each batch is
 padded to a fixed shape, rows to a power of two (at least 8, at most `batch_size`) and length to a
@@ -74,26 +75,33 @@ def _as_sentences(sentences: Iterable[str], name: str = "sentences") -> list[str
   return out
 
 
-def tokenize(sentences: Iterable[str], vocab: vocab_lib.Vocabulary) -> list[np.ndarray]:
-  """Whitespace-tokenised ids `<sos> w_1 … w_m <eos>` of each sentence: n int32 arrays [m+2].
+def tokenize(sentences: Iterable[str], vocab: vocab_lib.Vocabulary,
+             tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> list[np.ndarray]:
+  """Ids `<sos> w_1 … w_m <eos>` of each sentence: n int32 arrays [m+2].
 
+  Each sentence is split by `vocab_lib.tokenize(sentence, tokenizer)` ("whitespace", the default,
+  "lower" or "lower_punct": pass the run's `data.tokenizer`, as `SentenceModel.tokenize` does).
   Words not in `vocab` become `<unk>` (id 3); "" is the empty sentence [<sos>, <eos>].
 
   >>> tokenize(["the cat", ""], vocab)   # [array([1, 7, 42, 2]), array([1, 2])]
   """
-  return [vocab.encode(s) for s in _as_sentences(sentences)]
+  vocab_lib.check_tokenizer(tokenizer)
+  return [vocab.encode(s, tokenizer=tokenizer) for s in _as_sentences(sentences)]
 
 
-def unknown_words(sentences: Iterable[str], vocab: vocab_lib.Vocabulary) -> collections.Counter:
+def unknown_words(sentences: Iterable[str], vocab: vocab_lib.Vocabulary,
+                  tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> collections.Counter:
   """Occurrences of each word of `sentences` that `vocab` lacks (each one is read as `<unk>`).
 
-  The unknown-word spellings `<unk>` / `_UNK` themselves are not counted: they are the token.
+  Words are the tokens of `vocab_lib.tokenize(sentence, tokenizer)` (see `tokenize`). The
+  unknown-word spellings `<unk>` / `_UNK` themselves are not counted: they are the token.
 
   >>> unknown_words(["the zyzzyva sat"], vocab)   # Counter({'zyzzyva': 1})
   """
+  vocab_lib.check_tokenizer(tokenizer)
   counts: collections.Counter = collections.Counter()
   for s in _as_sentences(sentences):
-    counts.update(w for w in s.split()
+    counts.update(w for w in vocab_lib.tokenize(s, tokenizer)
                   if vocab.id(w) == vocab_lib.UNK_ID and w not in vocab_lib.UNK_ALIASES)
   return counts
 
@@ -236,6 +244,11 @@ class SentenceModel:
     return self._run.vocab
 
   @property
+  def tokenizer(self) -> str:
+    """The run's tokeniser (`data.tokenizer`; "whitespace" for a run that predates the field)."""
+    return experiment.tokenizer(self._run.config)
+
+  @property
   def params(self):
     return self._run.params
 
@@ -281,20 +294,20 @@ class SentenceModel:
 
     >>> model.tokenize(["the cat"])   # [array([1, 7, 42, 2], dtype=int32)]
     """
-    return tokenize(sentences, self.vocab)
+    return tokenize(sentences, self.vocab, self.tokenizer)
 
   def unknown_words(self, sentences: Iterable[str]) -> collections.Counter:
     """Words of `sentences` not in the vocabulary, with their counts; each is read as `<unk>`.
 
     >>> model.unknown_words(["the zyzzyva sat", "zyzzyva"])   # Counter({'zyzzyva': 2})
     """
-    return unknown_words(sentences, self.vocab)
+    return unknown_words(sentences, self.vocab, self.tokenizer)
 
   def encode(self, sentences: Iterable[str], *, batch_size: int = 256,
              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The code of each sentence: mean [n,d] and std [n,d] float32 numpy arrays, in input order.
 
-    Sentences are split on whitespace; words not in the vocabulary become `<unk>`
+    Sentences are split by the run's tokeniser; words not in the vocabulary become `<unk>`
     (`unknown_words`). mean is the deterministic code `sentence_ae.posterior_code`: the posterior
     mean μ(x), and for HSVAE (1 − E_q[γ]) μ(x), the mean of its spike-and-slab posterior (the
     spike sits at 0). std is the posterior σ(x) (HSVAE: the σ of the slab); for an AE it is 0,

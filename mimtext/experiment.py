@@ -111,10 +111,20 @@ def load_corpus(config: ml_collections.ConfigDict,
       tfds_dir=d.tfds_dir or None, use_tfds=d.use_tfds, builtin_seed=d.builtin_seed,
       builtin_sizes={"train": d.builtin_train_size, "valid": d.builtin_eval_size,
                      "test": d.builtin_eval_size},
-      vocab_split=d.vocab_split)
+      vocab_split=d.vocab_split, tokenizer=tokenizer(config))
   if d.train_from_valid:
     corpus.splits.update(holdout_split(corpus.splits["valid"], d.holdout, seed=d.builtin_seed))
   return corpus
+
+
+def tokenizer(config) -> str:
+  """The run's tokeniser, `data.tokenizer` (a ConfigDict or a saved config.json's dicts): how every
+  text of the run becomes tokens (`vocab_lib.tokenize`). A config that predates the field (an old
+  config.json) means "whitespace", the only behaviour before it existed."""
+  data = config["data"] if "data" in config else None
+  if data is None or "tokenizer" not in data:
+    return vocab_lib.DEFAULT_TOKENIZER
+  return data["tokenizer"]
 
 
 def corpus_dir(config: ml_collections.ConfigDict) -> str | None:
@@ -185,7 +195,7 @@ def _shared_data_dir(corpus: str) -> str | None:
 
 # Config fields that change the shapes or meaning of saved parameters: a resumed run must match.
 _STRUCTURAL_FIELDS = ("model", "objective.name", "data.corpus", "data.min_count",
-                      "data.max_vocab")
+                      "data.max_vocab", "data.tokenizer")
 # Config fields a resume must keep (the flag that sets each): the pipeline state and the random
 # streams are only valid for the values they were saved with.
 _RESUME_FIXED = (("batch_size", "--batch_size"), ("seed", "--seed"),
@@ -218,6 +228,10 @@ def check_resumable_config(config, saved: dict, workdir: str) -> None:
   saved = upgrade_saved_config(saved)
   saved = dict(saved, model=_with_dataclass_defaults(saved.get("model"), sentence_ae.ModelConfig))
   current["model"] = _with_dataclass_defaults(current.get("model"), sentence_ae.ModelConfig)
+  # A config that predates data.tokenizer tokenised on whitespace.
+  for tree in (saved, current):
+    if isinstance(tree.get("data"), dict):
+      tree["data"] = {**tree["data"], "tokenizer": tokenizer(tree)}
   for field in _STRUCTURAL_FIELDS:
     a, b = saved_value(current, field), saved_value(saved, field)
     if a != b:
@@ -303,6 +317,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field, allowed in choices.items():
     if config_value(config, field) not in allowed:
       fail(field, f"must be one of {list(allowed)}")
+  if field_exists(config, "data.tokenizer") and config.data.tokenizer not in vocab_lib.TOKENIZERS:
+    fail("data.tokenizer", f"must be one of {list(vocab_lib.TOKENIZERS)}")
   # The model and objective dataclasses check their own fields; name the flag in their errors.
   for block, build in (("model", lambda: model_config(config, vocab_size=1)),
                        ("objective", lambda: objective_config(config, model_config(config, 1)))):

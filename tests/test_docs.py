@@ -207,10 +207,10 @@ def test_every_named_flag_and_config_field_exists(page, names):
 
 def test_the_name_check_can_fail(names):
   text = ("Use `--config.data.max_len=5`, `--config.FIELD=V`, `--noplot`, `--ntasks-per-node=4`.\n"
-          "Wrong: `--config.data.tokenizer=lower` and `--no_such_flag`.\n"
+          "Wrong: `--config.data.lowercase=True` and `--no_such_flag`.\n"
           "```bash\npython -m launch.encode --workdir=W \\\n    --input=a.txt --suite=all\n```\n")
   assert sorted(_check_names(text, *names)) == [
-      "--config.data.tokenizer", "--no_such_flag", "--suite (not a flag of launch.encode)"]
+      "--config.data.lowercase", "--no_such_flag", "--suite (not a flag of launch.encode)"]
 
 
 # ------------------------------------------------------------------------------- corpus.md

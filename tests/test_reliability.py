@@ -2,6 +2,7 @@
 metrics.jsonl, signals, locks, resumed hyper-parameters, evaluation exit status)."""
 
 import json
+import logging
 import os
 import pathlib
 import re
@@ -242,6 +243,10 @@ def test_evaluation_exits_non_zero_on_non_finite_results(four_steps, tmp_path, m
   monkeypatch.setattr(evaluate_launch.suite_lib, "run_suite", lambda *a, **k: {
       "bounds": {"elbo_nll": float("nan"), "bleu1": 0.5}, "timings": {"bounds": 0.0}})
   flags = evaluate_launch.flags.FLAGS
+  # Parsing and unparsing absl's flags sets the "absl" logger's level (its --verbosity flag), and
+  # other tests on this worker read INFO records: give the logger back its level.
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
   flags(["evaluate", f"--workdir={workdir}", "--split=valid", "--step=latest", "--noplot",
          "--suite=bounds"])
   try:
@@ -249,6 +254,7 @@ def test_evaluation_exits_non_zero_on_non_finite_results(four_steps, tmp_path, m
       evaluate_launch.main(["evaluate"])
   finally:
     flags.unparse_flags()
+    absl_logger.setLevel(level)
   assert info.value.code == 1
   assert "non-finite evaluation results (elbo_nll)" in capsys.readouterr().err
 

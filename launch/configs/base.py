@@ -77,6 +77,10 @@ DATA = (
           "held-out part of `holdout` sentences (a seeded shuffle) used for validation; `test` "
           "stays the test set."),
     Field("holdout", 1000, "Sentences held out of `valid` for validation under train_from_valid."),
+    Field("tokenizer", "whitespace", 'How text becomes tokens, everywhere (corpus, vocabulary, '
+          'evaluation, generation, encoding, mimtext.api): "whitespace" (split on whitespace '
+          'only), "lower" (lower-case, then whitespace) or "lower_punct" (lower-case and split '
+          "punctuation off words). Part of the run: a resume must keep it."),
     Field("min_count", 1, "Minimum word count for the built vocabulary (rarer words are <unk>)."),
     Field("max_vocab", 0, "Keep the most frequent words only; 0 = no limit."),
     Field("max_len", 100, "Words per sentence (official sMIM code: 100); 0 = no limit."),

@@ -159,27 +159,42 @@ def _encode_split(lines: Sequence[str], vocab: vocab_lib.Vocabulary, *, max_len:
       num_truncated=encoded.num_truncated, num_dropped=encoded.num_dropped)
 
 
+def _tokenized_lines(lines: Sequence[str], tokenizer: str) -> list[str]:
+  """The lines re-split by `vocab_lib.tokenize(line, tokenizer)`, tokens joined by single spaces.
+
+  Under "whitespace" the lines (already normalised by the reader) are returned unchanged. A line
+  never becomes empty: every non-space character is part of a token under every tokeniser.
+  """
+  if tokenizer == vocab_lib.DEFAULT_TOKENIZER:
+    return list(lines)
+  return [vocab_lib.normalize_line(line, tokenizer) for line in lines]
+
+
 def _builtin_vocab(train_lines: Sequence[str], grammar: grammar_lib.TopicGrammar, *,
-                   min_count: int, max_vocab: int | None) -> vocab_lib.Vocabulary:
+                   min_count: int, max_vocab: int | None,
+                   tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> vocab_lib.Vocabulary:
   """Vocabulary of the built-in training split, every grammar word counted once more.
 
   The extra count makes even a small corpus cover the whole language: no `<unk>` ever replaces a
   word, so the exact log-probabilities stay exact for every split.
   """
   return vocab_lib.Vocabulary.build([*train_lines, " ".join(grammar.words)],
-                                    min_count=min_count, max_size=max_vocab)
+                                    min_count=min_count, max_size=max_vocab, tokenizer=tokenizer)
 
 
 def _load_builtin(*, vocab: vocab_lib.Vocabulary | None, min_count: int, max_vocab: int | None,
                   max_len: int | None, overflow: pipeline.Overflow, seed: int,
-                  sizes: Mapping[str, int] | None) -> Corpus:
+                  sizes: Mapping[str, int] | None,
+                  tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> Corpus:
   grammar = grammar_lib.TopicGrammar.default()
   raw = grammar_lib.builtin_corpus(seed=seed, sizes=sizes, grammar=grammar)
+  lines = {name: _tokenized_lines(split.lines, tokenizer) for name, split in raw.items()}
   if vocab is None:
     if "train" not in raw:
       raise ValueError(f"builtin_sizes {dict(sizes or {})} has no 'train' split for the vocabulary")
-    vocab = _builtin_vocab(raw["train"].lines, grammar, min_count=min_count, max_vocab=max_vocab)
-  splits = {name: _encode_split(split.lines, vocab, max_len=max_len, overflow=overflow,
+    vocab = _builtin_vocab(lines["train"], grammar, min_count=min_count, max_vocab=max_vocab,
+                           tokenizer=tokenizer)
+  splits = {name: _encode_split(lines[name], vocab, max_len=max_len, overflow=overflow,
                                 log_probs=split.log_probs, labels=split.topics)
             for name, split in raw.items()}
   return Corpus(vocab=vocab, splits=splits, name=BUILTIN_NAME, data_dir=None)
@@ -193,7 +208,8 @@ def load_corpus(data_dir: str | os.PathLike | None, *,
                 tfds_dir: str | os.PathLike | None = None, use_tfds: bool = True,
                 builtin_seed: int = 0,
                 builtin_sizes: Mapping[str, int] | None = None,
-                required_splits: Sequence[str] = ()) -> Corpus:
+                required_splits: Sequence[str] = (),
+                tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> Corpus:
   """Loads and encodes a corpus.
 
   Args:
@@ -213,6 +229,10 @@ def load_corpus(data_dir: str | os.PathLike | None, *,
     builtin_sizes: split sizes of the built-in corpus (default 10,000 / 1,000 / 1,000).
     required_splits: splits `data_dir` must hold (e.g. ("train", "valid") for training); checked
       before any file is read.
+    tokenizer: how a line becomes tokens (`vocab_lib.tokenize`, one of `vocab_lib.TOKENIZERS`):
+      "whitespace" (default) splits on whitespace only; "lower" lower-cases first; "lower_punct"
+      also splits punctuation off words. Applied to every split (and to the vocabulary's split)
+      before encoding; `CorpusSplit.lines` hold the tokens joined by single spaces.
 
   Returns:
     The `Corpus`. The sentences dropped or truncated for `max_len` are logged per split.
@@ -221,10 +241,11 @@ def load_corpus(data_dir: str | os.PathLike | None, *,
     text_files.DataError: a missing directory, a missing required split, no `vocab_split` split
       and no `vocab`, or a malformed file (named with its line).
   """
+  vocab_lib.check_tokenizer(tokenizer)
   if data_dir is None:
     corpus = _load_builtin(vocab=vocab, min_count=min_count, max_vocab=max_vocab,
                            max_len=max_len, overflow=overflow, seed=builtin_seed,
-                           sizes=builtin_sizes)
+                           sizes=builtin_sizes, tokenizer=tokenizer)
     _log_overflow(corpus, max_len)
     return corpus
   data_dir = os.path.abspath(os.fspath(data_dir))
@@ -241,11 +262,13 @@ def load_corpus(data_dir: str | os.PathLike | None, *,
         f"(splits present: {', '.join(split_names)}); pass vocab_split= one of them or a vocab")
   texts = {split: _read_split(data_dir, split, use_tfds=use_tfds, tfds_dir=tfds_dir,
                               blank_lines=blank_lines) for split in split_names}
+  lines = {split: _tokenized_lines(text.lines, tokenizer) for split, text in texts.items()}
   if vocab is None:
-    vocab = vocab_lib.Vocabulary.build(texts[vocab_split].lines, min_count=min_count,
+    vocab = vocab_lib.Vocabulary.build(lines[vocab_split], min_count=min_count,
                                        max_size=max_vocab)
-    logging.info("Built a vocabulary of %d ids from %s/%s.txt", vocab.size, data_dir, vocab_split)
-  splits = {split: _encode_split(text.lines, vocab, max_len=max_len, overflow=overflow,
+    logging.info("Built a vocabulary of %d ids from %s/%s.txt (tokenizer %s)", vocab.size,
+                 data_dir, vocab_split, tokenizer)
+  splits = {split: _encode_split(lines[split], vocab, max_len=max_len, overflow=overflow,
                                  log_probs=None,
                                  labels=_split_labels(data_dir, split, text.line_numbers))
             for split, text in texts.items()}

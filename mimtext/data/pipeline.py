@@ -49,8 +49,9 @@ class Encoded:
 
 
 def encode_lines(lines: Sequence[str], vocab: vocab_lib.Vocabulary, *, max_len: int | None = None,
-                 overflow: Overflow = "truncate") -> Encoded:
-  """Encodes whitespace-tokenised lines as `<sos> .. <eos>` id arrays.
+                 overflow: Overflow = "truncate",
+                 tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> Encoded:
+  """Encodes lines, split by `vocab_lib.tokenize(line, tokenizer)`, as `<sos> .. <eos>` id arrays.
 
   Args:
     lines: n sentences.
@@ -58,6 +59,7 @@ def encode_lines(lines: Sequence[str], vocab: vocab_lib.Vocabulary, *, max_len: 
     max_len: the most words per sentence, `<sos>` / `<eos>` not counted; None for no limit.
     overflow: "truncate" keeps the first max_len words (still ending with `<eos>`); "drop" skips
       the sentence.
+    tokenizer: one of `vocab_lib.TOKENIZERS`; default "whitespace" (`str.split`).
 
   Returns:
     The kept examples with their source indices and the truncation / drop counts (also logged).
@@ -66,9 +68,10 @@ def encode_lines(lines: Sequence[str], vocab: vocab_lib.Vocabulary, *, max_len: 
     raise ValueError(f"overflow must be 'truncate' or 'drop', got {overflow!r}")
   if max_len is not None and max_len < 1:
     raise ValueError(f"max_len must be >= 1 or None, got {max_len}")
+  vocab_lib.check_tokenizer(tokenizer)
   ids, kept, num_truncated, num_dropped = [], [], 0, 0
   for index, line in enumerate(lines):
-    row = vocab.encode(line)
+    row = vocab.encode(line, tokenizer=tokenizer)
     if max_len is not None and len(row) - 2 > max_len:
       if overflow == "drop":
         num_dropped += 1

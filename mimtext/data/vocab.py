@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import functools
 import os
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -43,9 +44,61 @@ def _validate_tokens(tokens: tuple[str, ...]) -> None:
     seen.add(token)
 
 
-def _sentence_tokens(sentence: str | Sequence[str]) -> list[str]:
-  """Splits a sentence string on whitespace; passes a token sequence through as a list."""
-  return sentence.split() if isinstance(sentence, str) else list(sentence)
+# The tokenisers of `tokenize` (the config field `data.tokenizer`); the first is the default.
+TOKENIZERS: tuple[str, ...] = ("whitespace", "lower", "lower_punct")
+DEFAULT_TOKENIZER = TOKENIZERS[0]
+# "lower_punct": a word is a run of word characters (`\w`: letters, digits, `_`, any script),
+# possibly joined by single `-` or `'` to further runs (`don't`, `state-of-the-art`, `o'brien`);
+# every other non-space character is a token on its own (`u.s.` -> `u . s .`, `3.5` -> `3 . 5`).
+WORD_OR_PUNCT = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
+
+
+def check_tokenizer(mode: str) -> str:
+  """Returns `mode` if it names a tokeniser of `TOKENIZERS`, else raises ValueError."""
+  if mode not in TOKENIZERS:
+    raise ValueError(f"unknown tokenizer {mode!r}: use one of {list(TOKENIZERS)}")
+  return mode
+
+
+def tokenize(text: str, mode: str = DEFAULT_TOKENIZER) -> list[str]:
+  """Splits a text into tokens: the one tokeniser of the library (corpus, vocabulary, API, CLI).
+
+  Args:
+    text: one sentence.
+    mode: "whitespace": `text.split()`, nothing else (case-sensitive; the default, for corpora
+      that are already tokenised such as PTB). "lower": lower-case (`str.lower`), then split on
+      whitespace. "lower_punct": lower-case, then `WORD_OR_PUNCT.findall` on each whitespace
+      token: words (with inner `-` / `'`) and single punctuation characters
+      (`"Hello, World!"` -> `["hello", ",", "world", "!"]`). Under "lower" and "lower_punct" a
+      whitespace token that is a special token or an unknown-word alias (`<unk>`, `_UNK`, `<pad>`,
+      `<sos>`, `<eos>`) is kept verbatim.
+
+  Returns:
+    The tokens; none is empty or holds whitespace. Idempotent: joining the tokens with spaces and
+    tokenising again gives the same tokens.
+  """
+  if mode == "whitespace":
+    return text.split()
+  check_tokenizer(mode)
+  tokens = []
+  for chunk in text.split():
+    if chunk in _RESERVED_TOKENS:
+      tokens.append(chunk)
+    elif mode == "lower":
+      tokens.append(chunk.lower())
+    else:
+      tokens.extend(WORD_OR_PUNCT.findall(chunk.lower()))
+  return tokens
+
+
+def normalize_line(text: str, mode: str = DEFAULT_TOKENIZER) -> str:
+  """The tokens of `tokenize(text, mode)` joined by single spaces (how corpus lines are kept)."""
+  return " ".join(tokenize(text, mode))
+
+
+def _sentence_tokens(sentence: str | Sequence[str], mode: str = DEFAULT_TOKENIZER) -> list[str]:
+  """Tokenises a sentence string (`tokenize`); passes a token sequence through as a list."""
+  return tokenize(sentence, mode) if isinstance(sentence, str) else list(sentence)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,18 +137,21 @@ class Vocabulary:
     """Id of `token`; `UNK_ID` for unknown words and for the aliases `<unk>` / `_UNK`."""
     return self._token_to_id.get(token, UNK_ID)
 
-  def encode(self, sentence: str | Sequence[str], add_sos_eos: bool = True) -> np.ndarray:
+  def encode(self, sentence: str | Sequence[str], add_sos_eos: bool = True, *,
+             tokenizer: str = DEFAULT_TOKENIZER) -> np.ndarray:
     """Maps a sentence to ids.
 
     Args:
-      sentence: a whitespace-separated string or a sequence of n tokens.
+      sentence: a string (split by `tokenize(sentence, tokenizer)`) or a sequence of n tokens
+        (used as they are).
       add_sos_eos: wrap the ids as `<sos> w1 .. wn <eos>`.
+      tokenizer: the tokeniser of a string sentence (`TOKENIZERS`); default "whitespace".
 
     Returns:
       int32 array [n + 2] (or [n] without `add_sos_eos`).
     """
     lookup = self._token_to_id
-    ids = [lookup.get(token, UNK_ID) for token in _sentence_tokens(sentence)]
+    ids = [lookup.get(token, UNK_ID) for token in _sentence_tokens(sentence, tokenizer)]
     if add_sos_eos:
       ids = [SOS_ID, *ids, EOS_ID]
     return np.asarray(ids, dtype=np.int32)
@@ -152,14 +208,15 @@ class Vocabulary:
 
   @classmethod
   def build(cls, lines: Iterable[str], *, min_count: int = 1,
-            max_size: int | None = None) -> Vocabulary:
-    """Builds a vocabulary from whitespace-tokenised lines.
+            max_size: int | None = None, tokenizer: str = DEFAULT_TOKENIZER) -> Vocabulary:
+    """Builds a vocabulary from lines split by `tokenize(line, tokenizer)`.
 
     Args:
-      lines: sentences; tokens are separated by whitespace. Special tokens and the unknown-word
-        aliases (`<unk>`, `_UNK`) in the text are not counted as words.
+      lines: sentences. Special tokens and the unknown-word aliases (`<unk>`, `_UNK`) in the text
+        are not counted as words.
       min_count: keep words occurring at least this often.
       max_size: keep at most this many ids in total, the four specials included.
+      tokenizer: one of `TOKENIZERS`; default "whitespace" (`str.split`).
 
     Returns:
       The specials, then words by descending count, ties in alphabetical order.
@@ -169,7 +226,8 @@ class Vocabulary:
     if max_size is not None and max_size <= len(SPECIAL_TOKENS):
       raise ValueError(f"max_size must be >= {len(SPECIAL_TOKENS) + 1} (the {len(SPECIAL_TOKENS)} "
                        f"specials plus a word), got {max_size}")
-    counts = collections.Counter(token for line in lines for token in line.split())
+    check_tokenizer(tokenizer)
+    counts = collections.Counter(token for line in lines for token in tokenize(line, tokenizer))
     words = sorted((word for word, count in counts.items()
                     if count >= min_count and word not in _RESERVED_TOKENS),
                    key=lambda word: (-counts[word], word))

@@ -84,12 +84,13 @@ def split_question(tokens: Sequence[str]) -> tuple[list[str], list[str]] | None:
   return tokens[:cut], tokens[cut:]
 
 
-def _qa_pairs(lines: Sequence[str], max_len: int | None, min_answer_len: int
+def _qa_pairs(lines: Sequence[str], max_len: int | None, min_answer_len: int,
+              tokenizer: str = vocab_lib.DEFAULT_TOKENIZER
               ) -> list[tuple[int, list[str], list[str]]]:
   """(line index, question, answer) of every line that splits and whose question fits max_len."""
   pairs = []
   for i, line in enumerate(lines):
-    split = split_question(line.split())
+    split = split_question(vocab_lib.tokenize(line, tokenizer))
     if split is None:
       continue
     question, answer = split
@@ -117,7 +118,8 @@ def _draw_negatives(rng: np.random.Generator, own: int, answers: Sequence[tuple[
 
 def build_ranking_set(lines: Sequence[str], *, num_negatives: int = 3, seed: int = 0,
                       max_questions: int | None = None, max_len: int | None = None,
-                      min_answer_len: int = 1) -> list[RankingItem]:
+                      min_answer_len: int = 1,
+                      tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> list[RankingItem]:
   """A question-answer ranking set from Yahoo documents (our construction, not YahooCQA).
 
   Every line with a "?" that has words before and after it gives a question (tokens up to and
@@ -132,8 +134,9 @@ def build_ranking_set(lines: Sequence[str], *, num_negatives: int = 3, seed: int
   question of q words is truncated to its first max_len − q words.
 
   Args:
-    lines: documents, whitespace-tokenised (e.g. `read_yahoo_lines`).
+    lines: documents (e.g. `read_yahoo_lines`), split by `vocab_lib.tokenize(line, tokenizer)`.
     num_negatives: wrong answers per question (3: 4 candidates as in seed 000's YahooCQA, 3-5).
+    tokenizer: the run's `data.tokenizer`; default "whitespace".
 
   Returns:
     n `RankingItem`s with str tokens (seed 000 §4.6).
@@ -142,7 +145,8 @@ def build_ranking_set(lines: Sequence[str], *, num_negatives: int = 3, seed: int
     raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
   if max_len is not None and max_len < min_answer_len + 2:
     raise ValueError(f"max_len={max_len} leaves no room for a question and an answer")
-  pairs = _qa_pairs(lines, max_len, min_answer_len)
+  vocab_lib.check_tokenizer(tokenizer)
+  pairs = _qa_pairs(lines, max_len, min_answer_len, tokenizer)
   if len(pairs) < num_negatives + 1:
     raise ValueError(f"only {len(pairs)} documents split into question and answer; need at least "
                      f"{num_negatives + 1}")
@@ -161,9 +165,14 @@ def build_ranking_set(lines: Sequence[str], *, num_negatives: int = 3, seed: int
   return items
 
 
-def read_yahoo_lines(data_dir: str | os.PathLike, split: str = "valid") -> list[str]:
-  """The documents of `data_dir/{split}.txt` (e.g. `$MIMTEXT_DATA/yahoo`), normalised."""
-  return text_files.read_split_dir(data_dir, split).lines
+def read_yahoo_lines(data_dir: str | os.PathLike, split: str = "valid", *,
+                     tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> list[str]:
+  """The documents of `data_dir/{split}.txt` (e.g. `$MIMTEXT_DATA/yahoo`), normalised: the tokens
+  of `vocab_lib.tokenize(line, tokenizer)` (the run's `data.tokenizer`) joined by single spaces."""
+  lines = text_files.read_split_dir(data_dir, split).lines
+  if tokenizer == vocab_lib.DEFAULT_TOKENIZER:
+    return lines
+  return [vocab_lib.normalize_line(line, tokenizer) for line in lines]
 
 
 def encode_items(items: Sequence[RankingItem], vocab: vocab_lib.Vocabulary) -> list[RankingItem]:

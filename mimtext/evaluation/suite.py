@@ -34,6 +34,7 @@ from mimtext import experiment
 from mimtext import objectives
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline as pipeline_lib
+from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import bounds
 from mimtext.evaluation import downstream
 from mimtext.evaluation import figures
@@ -279,8 +280,8 @@ def _data_root(ctx: Context) -> str | None:
   return default if os.path.isdir(default) else None
 
 
-def _vocab_coverage(vocab, lines) -> float:
-  words = [w for line in lines for w in line.split()]
+def _vocab_coverage(vocab, lines, tokenizer: str = vocab_lib.DEFAULT_TOKENIZER) -> float:
+  words = [w for line in lines for w in vocab_lib.tokenize(line, tokenizer)]
   return float(np.mean([w in vocab for w in words])) if words else 0.0
 
 
@@ -290,13 +291,16 @@ def section_qa(ctx: Context) -> dict[str, Any]:
   if directory is None or not os.path.exists(os.path.join(directory, "valid.txt")):
     return _skipped("no Yahoo corpus (set --data_root or $MIMTEXT_DATA to a directory with "
                     "yahoo/valid.txt)")
-  lines = qa.read_yahoo_lines(directory, "valid")
+  tokenizer = experiment.tokenizer(ctx.run.config)
+  lines = qa.read_yahoo_lines(directory, "valid", tokenizer=tokenizer)
   max_len = int(ctx.run.config.data.max_len or 100)
   items = qa.build_ranking_set(lines, seed=ctx.options.seed,
-                               max_questions=ctx.options.qa_questions, max_len=max_len)
+                               max_questions=ctx.options.qa_questions, max_len=max_len,
+                               tokenizer=tokenizer)
   if not items:
     return _skipped("no Yahoo document splits into a question and an answer")
-  coverage = _vocab_coverage(ctx.run.vocab, [" ".join(i.question) for i in items[:200]])
+  coverage = _vocab_coverage(ctx.run.vocab, [" ".join(i.question) for i in items[:200]],
+                             tokenizer)
   out = qa.evaluate_qa(qa.encoder_fn(ctx.run), qa.encode_items(items, ctx.run.vocab),
                        seed=ctx.options.seed)
   out.update(data=directory, vocab_coverage=coverage,
