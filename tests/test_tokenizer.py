@@ -15,7 +15,6 @@ from mimtext import api
 from mimtext import experiment
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline
-from mimtext.data import text_files
 from mimtext.data import vocab as vocab_lib
 from mimtext.data.vocab import TOKENIZERS, UNK_ID, Vocabulary, tokenize
 from mimtext.evaluation import qa
