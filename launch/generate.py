@@ -17,7 +17,7 @@ imputation's beam), --ban_unk (never generate <unk>; default on for answers, off
 Modes:
   sample       decodes of z ~ N(0, s² I) (--prior=gaussian; s = --prior_std, by default 0.1 for
                sMIM, whose aggregate posterior is far narrower than N(0, I) (DESIGN §4), and 1
-               otherwise) or of z ~ the post-hoc Gaussian mixture fitted to the run's training codes
+               otherwise) or of z ~ the post-hoc Gaussian mixture fitted to the run's aggregate posterior
                (--prior=posthoc; fitted once and saved as W/posthoc_prior.json), then the fraction
                of distinct samples.
   reconstruct  per sentence: the data (D), decodes of its posterior mean (M), of a posterior sample
@@ -263,8 +263,8 @@ def run_sample(ctx: _Context) -> None:
     gmm, info = posthoc.load_or_fit(run, train)
     prior = functools.partial(posthoc_prior.sample, gmm)
     header = (f"{num} samples from the post-hoc prior (a Gaussian mixture of "
-              f"{info['num_components']} component(s) fitted to {info['num_codes']} training "
-              f"codes at step {info['step']}, {run.workdir}/{posthoc.FILE_NAME})")
+              f"{info['num_components']} component(s) fitted to {info['num_codes']} draws of the "
+              f"aggregate posterior on training sentences at step {info['step']}, {run.workdir}/{posthoc.FILE_NAME})")
     std = 1.0
   else:
     std = _PRIOR_STD.value or generation.default_prior_std(run.obj_cfg)

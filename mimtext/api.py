@@ -389,7 +389,7 @@ class SentenceModel:
     return out  # type: ignore[return-value]
 
   def posthoc_prior(self) -> tuple[posthoc_prior.GaussianMixture, dict[str, Any]]:
-    """The post-hoc prior (a Gaussian mixture fitted to the training codes) and its fit info.
+    """The post-hoc prior (a Gaussian mixture fitted to the aggregate posterior of the training set) and its fit info.
 
     Loaded from `WORKDIR/posthoc_prior.json` when it was fitted at this step, else fitted on the
     run's training split (which must be available: the built-in corpus or $MIMTEXT_DATA) and
@@ -407,7 +407,7 @@ class SentenceModel:
     """n sentences decoded from prior draws of z (L joint draws each for an L-latent decoder).
 
     prior: "gaussian": z ~ N(0, std² I), std by default `generation.default_prior_std` (0.1 for
-      sMIM, 1 otherwise); "posthoc": z from the Gaussian mixture fitted to the training codes
+      sMIM, 1 otherwise); "posthoc": z from the Gaussian mixture fitted to the training set's aggregate posterior
       (`posthoc_prior`; the first call may fit it, reading the training split); "model": exact
       draws of the objective's own prior (`family.prior_sample`: N(0, I), or the spike-and-slab
       priors of HSVAE / MAT-VAE; not for an AE, which has none). `std` is for "gaussian" only.

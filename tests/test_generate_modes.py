@@ -117,7 +117,8 @@ def test_sample_from_the_posthoc_prior_saves_it_and_decodes_by_sampling(gen, cap
     saved = json.load(f)
   k = saved["info"]["num_components"]
   assert out.startswith(f"4 samples from the post-hoc prior (a Gaussian mixture of {k} "
-                        f"component(s) fitted to 64 training codes at step 4"), out
+                        f"component(s) fitted to 64 draws of the aggregate posterior on training "
+                        f"sentences at step 4"), out
   assert "sampled decoding (temperature 0.7)" in out.splitlines()[0]
   assert len(_indented(out, "  ")) == 4 and "distinct samples: " in out
   assert "reconstructions" not in out

@@ -246,8 +246,8 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
     return (f"{label:<16}{report[name + '_nll']:>10.3f}{report[name + '_nll_no_eos']:>10.3f}"
             + "".join(_ppl(report[f"{name}_ppl{suffix}"]) for suffix, _ in ppl_columns))
 
-  posthoc_note = ("‡ importance-weighted bound under a Gaussian mixture fitted to the training "
-                  "codes after training (the post-hoc prior): a valid bound on this model's NLL"
+  posthoc_note = ("‡ importance-weighted bound under a Gaussian mixture fitted after training to "
+                  "draws of the training set's aggregate posterior (the post-hoc prior): a valid bound on this model's NLL"
                   + (", with the proposal N(μ(x), σ² I) of an AE" if "bounds_skipped" in report
                      else ""))
   if "bounds_skipped" in report:

@@ -105,15 +105,6 @@ def posthoc_training_split(ctx: Context) -> tuple[str, corpus_lib.CorpusSplit] |
   return None
 
 
-def _ae_proposal_std(ctx: Context, codes: np.ndarray) -> float:
-  """σ of the AE's proposal N(μ(x), σ² I): a tenth of the codes' mean per-dimension spread.
-
-  Any σ > 0 gives a valid bound; this one is set from training codes, never from the evaluation
-  split, so that choosing it cannot bias the bound.
-  """
-  return float(max(0.1 * np.mean(np.std(codes, axis=0)), 1e-4))
-
-
 def section_bounds(ctx: Context) -> dict[str, Any]:
   o = ctx.options
   prior = None
@@ -125,11 +116,8 @@ def section_bounds(ctx: Context) -> dict[str, Any]:
     else:
       gmm, fit_info = posthoc.load_or_fit(ctx.run, source[1], refit=o.posthoc_refit, seed=o.seed)
       fit_info = {"posthoc_prior": {**fit_info, "fitted_on": source[0]}}
-      proposal_std = None
-      if ctx.scoring.deterministic_z:
-        proposal_std = _ae_proposal_std(ctx, runner.posterior_codes(ctx.run, source[1].head(2000)))
-        fit_info["posthoc_prior"]["ae_proposal_std"] = proposal_std
-      prior = runner.PosthocPrior(posthoc_prior.log_prob, gmm, proposal_std)
+      prior = runner.PosthocPrior(posthoc_prior.log_prob, gmm, fit_info["posthoc_prior"].get(
+          "ae_proposal_std") if ctx.scoring.deterministic_z else None)
   report, terms = runner.evaluate_split(
       ctx.run, ctx.split, num_z_samples=o.num_z_samples, iw_samples=o.iw_samples, seed=o.seed,
       batch_size=o.batch_size, max_decode_len=o.max_decode_len,
@@ -498,7 +486,7 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
       if "posthoc_prior" in b:
         p = b["posthoc_prior"]
         lines.append(f"Post-hoc prior: a {p['num_components']}-component Gaussian mixture fitted "
-                     f"to {p['num_codes']} codes of the {p['fitted_on']} split (held-out "
+                     f"to {p['num_codes']} draws z ~ q(z|x) of the {p['fitted_on']} split (held-out "
                      f"log-likelihood per K: {p['scores']})" +
                      (f"; AE proposal N(μ(x), {p['ae_proposal_std']:.3g}² I)"
                       if "ae_proposal_std" in p else "") + ".")
