@@ -32,3 +32,15 @@ def shared_data() -> pathlib.Path:
       pytest.fail(f"shared corpora not found at {path}; set MIMTEXT_DATA")
     pytest.skip(f"shared corpora not found at {path}")
   return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_the_absl_logger_level():
+  """Tests that parse absl flags or run a launch script's main set the "absl" logger's level
+  (absl's --verbosity flag); other tests on the same worker read INFO records with caplog. Each
+  test gets back the level it started with."""
+  import logging  # pylint: disable=g-import-not-at-top
+  logger = logging.getLogger("absl")
+  level = logger.level
+  yield
+  logger.setLevel(level)
