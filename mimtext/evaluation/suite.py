@@ -144,9 +144,15 @@ def section_info(ctx: Context) -> dict[str, Any]:
       "latent_dim": d,
       "average_hoyer_mean_code": information.average_hoyer(codes),
       "kraskov_entropy": information.kraskov_entropy(codes),
-      "gaussian_entropy_of_codes": information.gaussian_entropy_of_sample(codes),
       "standard_normal_entropy": information.gaussian_entropy(d),
   }
+  # The Gaussian fit's entropy needs a full-rank sample covariance (N > d, no collapsed dims).
+  gaussian = information.gaussian_entropy_of_sample(codes)
+  if math.isfinite(gaussian):
+    out["gaussian_entropy_of_codes"] = gaussian
+  else:
+    out["gaussian_entropy_of_codes_skipped"] = (
+        f"the sample covariance of {len(codes)} codes in {d} dimensions is singular")
   if ctx.terms is not None and "frac_at_floor" in ctx.terms:
     out["frac_at_floor"] = float(np.mean(ctx.terms["frac_at_floor"]))
   if ctx.scoring.deterministic_z:
