@@ -15,19 +15,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from mimtext.data import tfds_text
+from tests.test_tfds_text import _write_corpus  # one corpus writer for both TFDS test files
 
 NOISE = ("Using custom data configuration", "Downloading and preparing", "Unknown size",
          "Generating splits", "Generating train examples", "Shuffling", "Subsequent calls",
          "has no dataset_info.json", "Load dataset info", "Generating dataset")
 OURS = "TFDS text dataset of"
-
-
-def _write_corpus(directory, **splits) -> str:
-  os.makedirs(directory, exist_ok=True)
-  for split, text in splits.items():
-    with open(os.path.join(directory, f"{split}.txt"), "w", encoding="utf-8") as f:
-      f.write(text)
-  return os.fspath(directory)
 
 
 class _Records(py_logging.Handler):
