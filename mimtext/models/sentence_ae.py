@@ -38,6 +38,17 @@ EMBED_DROPOUT_SCOPES = ("both", "decoder")
 LOG_VAR_INITS = ("default", "floor")
 
 
+
+def documented_field(default=dataclasses.MISSING, doc: str = "", derived: str | None = None):
+  """A config dataclass field with its one-line doc (and, for a field the run fills in itself
+  rather than the user, what derives it) in `metadata`; `--help` and docs/cli.md read them."""
+  metadata = {"doc": doc} if derived is None else {"doc": doc, "derived": derived}
+  return dataclasses.field(default=default, metadata=metadata)
+
+
+_field = documented_field
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Static architecture of the sentence autoencoder (defaults: seed 000 §4.2, PTB).
@@ -47,10 +58,6 @@ class ModelConfig:
   and their defaults. A field with `metadata["derived"]` is no config field:
   `experiment.model_config` sets it, from what that text says.
   """
-
-  def _field(default=dataclasses.MISSING, doc="", derived=None):  # pylint: disable=no-self-argument
-    metadata = {"doc": doc} if derived is None else {"doc": doc, "derived": derived}
-    return dataclasses.field(default=default, metadata=metadata)
 
   vocab_size: int = _field(doc="Vocabulary size, the 4 special tokens included.",
                            derived="the run's vocabulary")
@@ -97,7 +104,6 @@ class ModelConfig:
                                       "floor + softplus(raw) (DESIGN §7; authors' code: 1e-5).")
   init_scale: float = _field(0.0, "0 = the per-layer PyTorch-style defaults of `nn`; s > 0: every "
                              "weight, bias and embedding ~ U(−s, s) (seed 003 §5.1: 0.1).")
-  del _field
 
   def __post_init__(self):
     for name, allowed in (("floor_mode", FLOOR_MODES), ("summary", SUMMARIES),

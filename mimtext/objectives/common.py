@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from mimtext import distributions
 from mimtext import nn
 from mimtext.models import sentence_ae
+from mimtext.models.sentence_ae import documented_field as _field
 from mimtext.objectives import latents
 
 Array = jax.Array
@@ -50,10 +51,6 @@ class ObjectiveConfig:
     (B valid sentences in the batch; see `objectives.mim`). It has no gradient: only the reported
     loss moves.
   """
-
-  def _field(default=dataclasses.MISSING, doc="", derived=None):  # pylint: disable=no-self-argument
-    metadata = {"doc": doc} if derived is None else {"doc": doc, "derived": derived}
-    return dataclasses.field(default=default, metadata=metadata)
 
   model: sentence_ae.ModelConfig = _field(doc="The model the objective trains.",
                                           derived="the config's model block")
@@ -112,7 +109,6 @@ class ObjectiveConfig:
                            '2019 and the authors\' code) or "rbf".')
   mim_batch_constant: bool = _field(False, "mim: add the constant log(B)/B of the official sMIM "
                                     "training script (no gradient; only the reported loss moves).")
-  del _field
 
   def __post_init__(self):
     for name, allowed in (("kl_schedule", KL_SCHEDULES),
