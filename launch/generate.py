@@ -41,6 +41,7 @@ Modes:
 
 from __future__ import annotations
 
+import collections
 import functools
 import sys
 from typing import Iterator, Sequence
@@ -54,6 +55,7 @@ import numpy as np
 import tqdm
 
 from launch import common
+from mimtext import api
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.data import corpus as corpus_lib
@@ -223,24 +225,14 @@ def _chunks(n: int, size: int, desc: str) -> Iterator[tuple[int, slice]]:
     yield i, slice(start, min(start + size, n))
 
 
-def encode_texts(vocab: vocab_lib.Vocabulary, texts: Sequence[str],
-                 tokenizer: str = vocab_lib.DEFAULT_TOKENIZER
-                 ) -> tuple[list[np.ndarray], list[str]]:
-  """`<sos> w… <eos>` ids of sentences split by `vocab_lib.tokenize(text, tokenizer)` (the run's
-  `data.tokenizer`) and the words read as <unk>."""
-  tokens = [vocab_lib.tokenize(text, tokenizer) for text in texts]
-  unknown = [token for words in tokens for token in words
-             if vocab.id(token) == vocab_lib.UNK_ID and token not in vocab_lib.UNK_ALIASES]
-  return [vocab.encode(words) for words in tokens], unknown
-
-
-def _unknown_note(unknown: Sequence[str]) -> str:
+def _unknown_note(unknown: collections.Counter) -> str:
+  """"N unknown word(s) read as <unk>: a, b, ..." of `api.unknown_words`' counts."""
   if not unknown:
     return "no unknown words"
-  distinct = list(dict.fromkeys(unknown))
+  distinct = list(unknown)
   shown = ", ".join(distinct[:10])
   more = ", ..." if len(distinct) > 10 else ""
-  return f"{len(unknown)} unknown word(s) read as <unk>: {shown}{more}"
+  return f"{sum(unknown.values())} unknown word(s) read as <unk>: {shown}{more}"
 
 
 def _text(vocab: vocab_lib.Vocabulary, ids) -> str:
@@ -290,7 +282,9 @@ def run_reconstruct(ctx: _Context) -> None:
   run = ctx.run
   if _SENTENCES.value is not None:
     texts = [t.strip() for t in _SENTENCES.value.split("|")]
-    examples, unknown = encode_texts(run.vocab, texts, experiment.tokenizer(run.config))
+    tokenizer = experiment.tokenizer(run.config)
+    examples = api.tokenize(texts, run.vocab, tokenizer)
+    unknown = api.unknown_words(texts, run.vocab, tokenizer)
     source = f"{len(examples)} sentence(s) of --sentences ({_unknown_note(unknown)})"
   else:
     examples = ctx.split().head(_NUM_RECON.value).ids
@@ -318,8 +312,9 @@ def run_reconstruct(ctx: _Context) -> None:
 def run_interpolate(ctx: _Context) -> None:
   run, n = ctx.run, _NUM_POINTS.value
   if _SENTENCE_A.value is not None:
-    (a_ids, b_ids), unknown = encode_texts(run.vocab, [_SENTENCE_A.value, _SENTENCE_B.value],
-                                           experiment.tokenizer(run.config))
+    texts, tokenizer = [_SENTENCE_A.value, _SENTENCE_B.value], experiment.tokenizer(run.config)
+    a_ids, b_ids = api.tokenize(texts, run.vocab, tokenizer)
+    unknown = api.unknown_words(texts, run.vocab, tokenizer)
     source = f"--sentence_a and --sentence_b ({_unknown_note(unknown)})"
   else:
     split = ctx.split()
@@ -387,7 +382,7 @@ def _questions_from_flag(vocab: vocab_lib.Vocabulary, tokenizer: str = vocab_lib
                          ) -> tuple[list[np.ndarray], str]:
   """Word ids (no <sos>/<eos>) of the --question questions (split by the run's tokeniser), each
   ending in a "?" token."""
-  questions, unknown = [], []
+  questions, unknown = [], collections.Counter()
   for text in _QUESTION.value.split("|"):
     tokens = vocab_lib.tokenize(text, tokenizer)
     if "?" not in tokens:
@@ -396,8 +391,7 @@ def _questions_from_flag(vocab: vocab_lib.Vocabulary, tokenizer: str = vocab_lib
       else:
         tokens.append("?")
     tokens = tokens[:tokens.index("?") + 1]
-    _, unk = encode_texts(vocab, [" ".join(tokens)])
-    unknown += unk
+    unknown += api.unknown_words([" ".join(tokens)], vocab)
     questions.append(vocab.encode(tokens, add_sos_eos=False))
   return questions, f"--question ({_unknown_note(unknown)})"
 
@@ -425,7 +419,7 @@ def _questions_from_yahoo(run) -> tuple[list[np.ndarray], str]:
   if data_dir is None:
     raise app.UsageError("--mode=answer: no Yahoo corpus found (--data_dir, $MIMTEXT_DATA/yahoo, "
                          "../shared/data/yahoo); pass --question='a question ?' or --data_dir=DIR")
-  questions, unknown = [], []
+  questions, unknown = [], collections.Counter()
   tokenizer = experiment.tokenizer(run.config)
   for line in qa.read_yahoo_lines(data_dir, _SPLIT.value, tokenizer=tokenizer):
     if len(questions) == _NUM_QUESTIONS.value:
@@ -433,8 +427,7 @@ def _questions_from_yahoo(run) -> tuple[list[np.ndarray], str]:
     split = qa.split_question(vocab_lib.tokenize(line, tokenizer))
     if split is None:
       continue
-    _, unk = encode_texts(run.vocab, [" ".join(split[0])])
-    unknown += unk
+    unknown += api.unknown_words([" ".join(split[0])], run.vocab)
     questions.append(run.vocab.encode(split[0], add_sos_eos=False))
   return questions, f"{data_dir}/{_SPLIT.value}.txt ({_unknown_note(unknown)})"
 
