@@ -17,6 +17,30 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+# Module-scoped fixtures that train a run (seconds to minutes each). pytest-xdist builds a
+# module-scoped fixture once on every worker that runs one of its tests, so the quickstart's AE twin
+# trained twice under `-n 2`; with `--dist=loadgroup` (setup.cfg) the tests of one fixture
+# instance share a worker and the run is trained once.
+_TRAINED_RUN_FIXTURES = ("quickstart_report", "quickstart_run", "workdir", "four_steps",
+                         "uninterrupted", "tiny_run", "one_device_run")
+
+
+def xdist_group_of(item) -> str | None:
+  """The xdist group of a test that uses a trained-run fixture: module, fixture and its parameter."""
+  for name in _TRAINED_RUN_FIXTURES:
+    if name in getattr(item, "fixturenames", ()):
+      param = getattr(item, "callspec", None)
+      param = param.params.get(name, "") if param is not None else ""
+      return f"{item.module.__name__}:{name}[{param}]"
+  return None
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    group = xdist_group_of(item)
+    if group is not None:
+      item.add_marker(pytest.mark.xdist_group(group))
+
 
 def _shared_data_dir() -> pathlib.Path:
   env = os.environ.get("MIMTEXT_DATA")
