@@ -407,6 +407,20 @@ class Checkpointer:
             "from the checksum recorded when they were saved (restore the directory from a copy, "
             "or evaluate another step)")
 
+  def _unreadable(self, step: int, args: dict, error: Exception) -> CheckpointError:
+    """The error of a step orbax could not read, naming the item that fails (e.g.
+    `.../checkpoints/1/data_state`): each item is read alone to find it (only on this failure
+    path). Falls back to the step when every item reads alone."""
+    for name, arg in args.items():
+      try:
+        self._manager.restore(step, args=ocp.args.Composite(**{name: arg}))
+      except Exception as e:  # noqa: BLE001 — as in `restore`.
+        return CheckpointError(
+            f"cannot read {self._step_path(step, name)} ({name} of checkpoint step {step}; "
+            f"corrupt?): {_one_line(e)}; restore the directory from a copy, or use another step")
+    return CheckpointError(f"cannot read checkpoint step {step} in {self.directory} "
+                           f"(corrupt?): {_one_line(error)}")
+
   def restore(self, step: str | int = "latest", *, params_template: PyTree,
               opt_state_template: PyTree | None = None, data_state: bool = True
               ) -> dict[str, Any]:
@@ -451,8 +465,7 @@ class Checkpointer:
     try:
       restored = dict(self._manager.restore(resolved, args=ocp.args.Composite(**args)).items())
     except Exception as e:  # noqa: BLE001 — tensorstore / JSON decoding of damaged files.
-      raise CheckpointError(f"cannot read checkpoint step {resolved} in {self.directory} "
-                            f"(corrupt?): {_one_line(e)}") from None
+      raise self._unreadable(resolved, args, e) from None
     trees = {name: restored.get(name, template) for name, template in items.items()}
     self._verify(resolved, {n: restored[n] for n in items if n in restored},
                  restored.get("integrity"))
