@@ -17,6 +17,7 @@ import jax
 from launch.configs import base
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
+from mimtext import resources
 from mimtext import train as train_lib
 
 _CONFIG = common.define_config_flag(
@@ -50,6 +51,9 @@ def config_from_flags():
           target = target[part]
         target[leaf] = flag.value
   experiment.validate_config(config)
+  # A model that cannot fit in memory is refused here too, under --dry_run and before the workdir
+  # is created (a lower bound: the corpus is not read yet; training checks the full estimate).
+  resources.check_config_fits(config)
   return config
 
 

@@ -76,17 +76,44 @@ def available_bytes(device: jax.Device | None = None) -> int | None:
 
 
 def check_training_fits(cfg: sentence_ae.ModelConfig, per_device_batch: int, max_tokens: int,
-                        available: int | None = None) -> MemoryEstimate:
+                        available: int | None = None, *, at_least: bool = False
+                        ) -> MemoryEstimate:
   """Raises `experiment.ConfigError` (one line, naming the figures and the largest parameter) when the
-  estimate exceeds 90% of the memory available; returns the estimate otherwise."""
+  estimate exceeds 90% of the memory available; returns the estimate otherwise. `at_least`: the
+  figures are a lower bound (`check_config_fits`), and the message says so."""
   estimate = estimate_training_memory(cfg, per_device_batch, max_tokens)
   available = available_bytes() if available is None else available
   if available is not None and estimate.total_bytes > _HEADROOM * available:
     raise experiment.ConfigError(
-        f"this model needs about {_gib(estimate.total_bytes)} to train but the device has "
+        f"this model needs {'at least' if at_least else 'about'} {_gib(estimate.total_bytes)} "
+        "to train but the device has "
         f"{_gib(available)}: {estimate.num_params:,} parameters take "
         f"{_gib(estimate.params_bytes)} with gradients and Adam state (largest: "
         f"{estimate.largest_param}), activations {_gib(estimate.activation_bytes)} at "
-        f"{per_device_batch} sentences × {max_tokens} tokens per device; lower "
+        f"{per_device_batch} sentences × {max_tokens} tokens per device"
+        f"{', the smallest vocabulary and sentences (a lower bound)' if at_least else ''}; lower "
         "--config.model.latent_dim / hidden_dim / embed_dim, data.max_vocab or the batch size")
   return estimate
+
+
+# The smallest sentence a run can have: <sos> word <eos>.
+_MIN_TOKENS = 3
+
+
+def check_config_fits(config, available: int | None = None) -> MemoryEstimate | None:
+  """`check_training_fits` before any work, when the corpus (so the vocabulary size and the
+  longest sentence) is not known yet: the estimate at the smallest vocabulary (the special tokens plus a word) and sentence, a
+  lower bound of what `train.build_training_setup` checks later, so a config refused here would
+  be refused there too (e.g. `--config.model.latent_dim=100000000` under `--dry_run`).
+
+  Skipped (None) under `distributed`, whose devices are known only after initialisation.
+
+  Raises:
+    experiment.ConfigError: one line, as `check_training_fits`.
+  """
+  if config.get("distributed", False):
+    return None
+  devices = config.num_devices or jax.device_count()
+  cfg = experiment.model_config(config, experiment._MIN_VOCAB)  # pylint: disable=protected-access
+  return check_training_fits(cfg, max(config.batch_size // devices, 1), _MIN_TOKENS, available,
+                             at_least=True)
