@@ -461,6 +461,7 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
                    "learning rate is now %.3g (it was %.3g at step %d)", opt.learning_rate,
                    saved_lr, opt.learning_rate,
                    float(restored["opt_state"].hyperparams["learning_rate"]), restored["step"])
+    _log_changed_schedules(config, saved_config, plateau, early, restored["step"])
     logging.info("resumed from step %d in %s; training goes on in epoch %s", restored["step"],
                  workdir, reporter.epoch_label(epoch + 1))
   step = int(state.step)
@@ -600,6 +601,33 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
       reason = _stop_reason(step, epoch, config, reporter.elapsed()) or early.stop_reason()
   logging.info("training stopped at step %d: %s", step, reason)
   return last_valid
+
+
+# Schedule fields a resume may change (the flag that sets each): they apply from the resumed step
+# on, with the counts saved in the checkpoint.
+_RESUME_CHANGEABLE_SCHEDULES = (
+    ("optimizer.plateau_factor", "--config.optimizer.plateau_factor"),
+    ("optimizer.plateau_patience", "--config.optimizer.plateau_patience"),
+    ("early_stopping_patience", "--config.early_stopping_patience"))
+
+
+def _log_changed_schedules(config, saved_config: dict, plateau: optim.PlateauSchedule,
+                           early: optim.EarlyStopping, step: int) -> None:
+  """One log line for each schedule field of `_RESUME_CHANGEABLE_SCHEDULES` whose value differs
+  from the resumed run's (as the learning rate's), so a change is never applied silently."""
+  counts = {"optimizer.plateau_patience": ("epoch", plateau.bad_epochs),
+            "early_stopping_patience": ("validation", early.bad_validations)}
+  for field, flag in _RESUME_CHANGEABLE_SCHEDULES:
+    was = experiment.saved_value(saved_config, field)
+    now = experiment.saved_value(config, field)
+    if was is None or now is None or was == now:
+      continue
+    count = ""
+    if field in counts:
+      unit, value = counts[field]
+      count = f"; {reporting.plural(value, unit)} without improvement so far"
+    logging.info("%s=%r differs from the run's %r: %r applies from step %d on%s", flag, now, was,
+                 now, step, count)
 
 
 def _iterator_exhausted(it) -> bool:
