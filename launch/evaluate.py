@@ -90,6 +90,10 @@ def main(argv):
   for flag in (_NUM_Z, _IW):
     if flag.value is not None and flag.value <= 0:
       raise app.UsageError(f"--{flag.name}={flag.value}: must be positive")
+  try:  # before any work: a bad --suite fails at once, without loading the run
+    sections = suite_lib.parse_suite(_SUITE.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   run = common.load_run(_WORKDIR.value, _STEP.value)
   if _DATA_DIR.value:
     with run.config.unlocked():
@@ -100,10 +104,6 @@ def main(argv):
   split = corpus.splits[_SPLIT.value]
   if _MAX_SENTENCES.value:
     split = split.head(_MAX_SENTENCES.value)
-  try:
-    sections = suite_lib.parse_suite(_SUITE.value)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
   options = suite_lib.Options(
       num_z_samples=_NUM_Z.value or run.config.eval.num_z_samples,
       iw_samples=_IW.value or run.config.eval.iw_samples, batch_size=_BATCH.value,
