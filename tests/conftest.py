@@ -68,3 +68,46 @@ def _restore_the_absl_logger_level():
   level = logger.level
   yield
   logger.setLevel(level)
+
+
+# Subprocess time limits: a base figure measured on an idle machine, scaled by
+# $MIMTEXT_TEST_TIMEOUT_SCALE (default 3, so a busy 2-core CI worker running other tests alongside
+# still finishes). A child that runs past its limit fails the test with what was slow.
+DEFAULT_TIMEOUT_SCALE = 3.0
+
+
+def subprocess_timeout(seconds: float) -> float:
+  """`seconds` × $MIMTEXT_TEST_TIMEOUT_SCALE (default `DEFAULT_TIMEOUT_SCALE`)."""
+  raw = os.environ.get("MIMTEXT_TEST_TIMEOUT_SCALE", "")
+  try:
+    scale = float(raw) if raw.strip() else DEFAULT_TIMEOUT_SCALE
+  except ValueError:
+    raise ValueError(f"MIMTEXT_TEST_TIMEOUT_SCALE={raw!r}: not a number") from None
+  if not scale > 0:
+    raise ValueError(f"MIMTEXT_TEST_TIMEOUT_SCALE={raw!r}: must be positive")
+  return seconds * scale
+
+
+def timeout_message(cmd, timeout: float, what: str = "") -> str:
+  """The failure message of a child that ran past `timeout` seconds."""
+  shown = " ".join(str(c) for c in cmd) if isinstance(cmd, (list, tuple)) else str(cmd)
+  return (f"{shown} took more than {timeout:g} s{' ' + what if what else ''} (killed); the machine "
+          "may be overloaded: raise MIMTEXT_TEST_TIMEOUT_SCALE (now "
+          f"{os.environ.get('MIMTEXT_TEST_TIMEOUT_SCALE', DEFAULT_TIMEOUT_SCALE)}) if so")
+
+
+def run_subprocess(cmd, base_timeout: float, **kwargs):
+  """`subprocess.run(cmd, capture_output=True, text=True, **kwargs)` with the scaled timeout of
+  `base_timeout`; running past it fails the test naming the command and the limit (and the
+  output it had printed) instead of raising TimeoutExpired."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  timeout = subprocess_timeout(base_timeout)
+  kwargs.setdefault("capture_output", True)
+  kwargs.setdefault("text", True)
+  try:
+    return subprocess.run(cmd, timeout=timeout, **kwargs)
+  except subprocess.TimeoutExpired as e:
+    tail = e.stderr or b""
+    tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+    pytest.fail(timeout_message(cmd, timeout) + (f"; its stderr ended with:\n{tail[-2000:]}"
+                                                 if tail else ""), pytrace=False)

@@ -8,11 +8,13 @@ and nothing written to the workdir.
 import logging
 import os
 import pathlib
-import subprocess
 import sys
+import time
 
 import pytest
 
+from conftest import run_subprocess, subprocess_timeout
+from launch import common
 from launch.configs import base
 from mimtext import experiment
 from mimtext.data import corpus as corpus_lib
@@ -135,8 +137,20 @@ def test_nul_byte_is_refused_with_file_and_line(tmp_path):
   assert str(info.value).startswith(f"{directory / 'train.txt'}:2: NUL byte")
 
 
-def test_max_len_defaults_to_100_words():
-  assert base.get_config().data.max_len == 100
+def test_max_len_defaults_to_100_words(tmp_path, caplog):
+  # A 150-word line under the default config (max_len=100, overflow="drop") is dropped and
+  # logged; a 100-word line is kept whole.
+  config = base.get_config()
+  assert (config.data.max_len, config.data.overflow) == (100, "drop")
+  long_line, kept_line = " ".join(["a"] * 150), " ".join(["b"] * 100)
+  directory = _corpus_dir(tmp_path, {
+      "train.txt": f"{long_line}\n{kept_line}\na b\n".encode(), "valid.txt": b"a b\n"})
+  config = _config(data__data_dir=str(directory), data__use_tfds=False)
+  with caplog.at_level(logging.INFO):
+    corpus = experiment.load_corpus(config)
+  # <sos> ... <eos>: the 2- and the 100-word lines are kept, the 150-word one is not.
+  assert sorted(len(ids) for ids in corpus.splits["train"].ids) == [4, 102]
+  assert "corpus/train: dropped 1 of 3 sentences longer than max_len=100 words" in caplog.text
 
 
 def test_dropped_and_truncated_sentences_are_logged(tmp_path, caplog):
@@ -154,8 +168,7 @@ def test_dropped_and_truncated_sentences_are_logged(tmp_path, caplog):
 def _run(module, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.environ.get(
       "MIMTEXT_TEST_JAX_CACHE", "/tmp/mimtext_test_jax_cache"))
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600)
+  return run_subprocess([sys.executable, "-m", module, *args], 120, cwd=REPO, env=env)
 
 
 def _assert_one_line(proc, message):
@@ -181,6 +194,8 @@ def test_train_prints_one_line_for_an_undecodable_file_and_writes_nothing(tmp_pa
     (["--seed=-1"], "--config.seed=-1: must be >= 0"),
     (["--config.optimizer.learning_rate=nan"], "--config.optimizer.learning_rate=nan"),
     (["--batch_size=0"], "--config.batch_size=0: must be positive"),
+    # Refused by the memory estimate before any work (it used to pass --dry_run).
+    (["--config.model.latent_dim=100000000"], "FATAL: this model needs at least "),
 ])
 def test_train_usage_errors_are_one_line(tmp_path, args, message):
   workdir = tmp_path / "never"
@@ -200,7 +215,55 @@ def test_generate_usage_errors_are_one_line(args, message):
   _assert_one_line(_run("launch.generate", *args), message)
 
 
-# Item 4.
-def test_multihost_timeout_is_generous_for_a_busy_machine():
-  from tests import test_multihost  # pylint: disable=g-import-not-at-top
-  assert test_multihost.TIMEOUT_S >= 900
+def _assert_fatal_and_hint(proc, first_line: str):
+  """Exactly two lines on stderr: `first_line` (a prefix of the FATAL line) and the help hint."""
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert len(lines) == 2 and lines[0].startswith(first_line) and lines[1] == common.HINT, (
+      proc.stderr[-3000:])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--workdir=/nonexistent"], "FATAL: --workdir=/nonexistent does not exist"),
+    (["--workdir=/tmp", "--suite=foo"],
+     "FATAL: --suite='foo': unknown section(s) ['foo']; choose from bounds, "),
+])
+def test_evaluate_usage_errors_are_one_line(args, message):
+  _assert_fatal_and_hint(_run("launch.evaluate", *args), message)
+
+
+def test_evaluate_names_a_corrupt_config_json(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text('{"model": {"latent_dim": 4', encoding="utf-8")
+  proc = _run("launch.evaluate", f"--workdir={workdir}")
+  _assert_fatal_and_hint(proc, f"FATAL: {workdir}/config.json is corrupt (not valid JSON: ")
+  assert proc.stderr.splitlines()[0].endswith(
+      "; restore it from a copy or start a new run directory"), proc.stderr
+
+
+# The subprocess time limits (conftest.py) scale with MIMTEXT_TEST_TIMEOUT_SCALE, and a child
+# past its limit fails the test naming the command and the limit.
+def test_subprocess_timeouts_scale_with_the_environment(monkeypatch):
+  monkeypatch.delenv("MIMTEXT_TEST_TIMEOUT_SCALE", raising=False)
+  assert subprocess_timeout(100) == 300  # default ×3: a busy 2-core machine
+  monkeypatch.setenv("MIMTEXT_TEST_TIMEOUT_SCALE", "0.5")
+  assert subprocess_timeout(100) == 50
+  for bad in ("fast", "0", "-1"):
+    monkeypatch.setenv("MIMTEXT_TEST_TIMEOUT_SCALE", bad)
+    with pytest.raises(ValueError, match="MIMTEXT_TEST_TIMEOUT_SCALE"):
+      subprocess_timeout(100)
+
+
+def test_a_subprocess_past_its_limit_fails_naming_the_command(monkeypatch):
+  monkeypatch.setenv("MIMTEXT_TEST_TIMEOUT_SCALE", "1")
+  code = "import sys, time; print('still here', file=sys.stderr, flush=True); time.sleep(60)"
+  start = time.monotonic()
+  with pytest.raises(pytest.fail.Exception) as info:
+    run_subprocess([sys.executable, "-c", code], 2)
+  assert time.monotonic() - start < 30
+  message = str(info.value)
+  assert message.startswith(f"{sys.executable} -c {code} took more than 2 s (killed)"), message
+  assert "MIMTEXT_TEST_TIMEOUT_SCALE (now 1)" in message and "still here" in message
+  assert run_subprocess([sys.executable, "-c", "print(7)"], 60).stdout == "7\n"

@@ -5,10 +5,13 @@ import json
 import logging
 import os
 import pathlib
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +24,7 @@ from mimtext import experiment
 from mimtext import optim
 from mimtext import reporting
 from mimtext import train as train_lib
+from conftest import run_subprocess, subprocess_timeout, timeout_message
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _TINY = {"model.embed_dim": 8, "model.hidden_dim": 16, "model.latent_dim": 4,
@@ -148,6 +152,7 @@ def _copy(src, tmp_path):
     ({"seed": 3}, "--seed=3"),
     ({"data__data_dir": "/no/such/corpus"}, "--data_dir='/no/such/corpus'"),
     ({"optimizer__name": "sgd"}, "--config.optimizer.name='sgd'"),
+    ({"optimizer__clip_norm": 1.0}, "--config.optimizer.clip_norm=1.0"),
 ])
 def test_a_refused_resume_names_the_flag_and_leaves_config_json_alone(four_steps, tmp_path,
                                                                       fields, flag):
@@ -214,15 +219,38 @@ def test_a_live_lock_is_refused_and_a_stale_one_taken_over(four_steps, tmp_path)
 # ------------------------------------------------------------------------------------------- 7
 
 
-def test_a_new_learning_rate_applies_on_resume(four_steps, tmp_path):
+def test_a_new_learning_rate_and_schedules_apply_on_resume_and_are_logged(four_steps, tmp_path,
+                                                                          caplog):
   workdir = _copy(four_steps, tmp_path)
-  config = _config(max_steps=8)
+  config = _config(max_steps=8, optimizer__plateau_factor=0.5, optimizer__plateau_patience=5,
+                   early_stopping_patience=7)
   config.optimizer.learning_rate = 0.5
-  train_lib.train_and_evaluate(config, workdir)
+  with caplog.at_level(logging.INFO, logger="absl"):
+    train_lib.train_and_evaluate(config, workdir)
   lrs = {r["step"]: r["learning_rate"] for r in _records(workdir) if r["split"] == "train"}
   assert lrs[2] == pytest.approx(1e-3) and lrs[8] == pytest.approx(0.5)
   saved = json.loads(pathlib.Path(workdir, "config.json").read_text())
   assert saved["optimizer"]["learning_rate"] == 0.5
+  assert saved["optimizer"]["plateau_patience"] == 5 and saved["early_stopping_patience"] == 7
+  messages = [r.getMessage() for r in caplog.records]
+  assert ("--config.optimizer.learning_rate=0.5 differs from the run's 0.001: the learning rate "
+          "is now 0.5 (it was 0.001 at step 4)") in messages, messages
+  assert ("--config.optimizer.plateau_factor=0.5 differs from the run's 0.25: 0.5 applies from "
+          "step 4 on") in messages, messages
+  # One validation (step 4, the first) so far: no count without improvement yet.
+  assert ("--config.optimizer.plateau_patience=5 differs from the run's 2: 5 applies from step 4 "
+          "on; 0 epochs without improvement so far") in messages, messages
+  assert ("--config.early_stopping_patience=7 differs from the run's 0: 7 applies from step 4 "
+          "on; 0 validations without improvement so far") in messages, messages
+
+
+def test_an_unchanged_resume_logs_no_schedule_change(four_steps, tmp_path, caplog):
+  workdir = _copy(four_steps, tmp_path)
+  with caplog.at_level(logging.INFO, logger="absl"):
+    train_lib.train_and_evaluate(_config(max_steps=6), workdir)
+  messages = [r.getMessage() for r in caplog.records]
+  assert any(m.startswith("resumed from step 4 in ") for m in messages), messages
+  assert not [m for m in messages if "differs from the run's" in m], messages
 
 
 # ------------------------------------------------------------------------------------------- 8
@@ -262,6 +290,46 @@ def test_evaluation_exits_non_zero_on_non_finite_results(four_steps, tmp_path, m
 # ------------------------------------------------------------------------------------------- 5
 
 
+class _StderrReader:
+  """Reads a child's stderr on a thread, so that waiting for a line or for the end is bounded."""
+
+  def __init__(self, proc: subprocess.Popen):
+    self.lines: list[str] = []
+    self._queue: queue.Queue = queue.Queue()
+    self._thread = threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True)
+    self._thread.start()
+
+  def _pump(self, stream):
+    for line in stream:
+      self._queue.put(line)
+    self._queue.put(None)
+
+  def wait_for(self, marker: str, timeout: float) -> bool:
+    """True once a line holding `marker` was read; False at the end of the stream or after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+      try:
+        line = self._queue.get(timeout=left)
+      except queue.Empty:
+        return False
+      if line is None:
+        return False
+      self.lines.append(line)
+      if marker in line:
+        return True
+    return False
+
+  def text(self) -> str:
+    """Everything read so far (call after the child ended to have all of it)."""
+    self._thread.join(timeout=10)
+    while not self._queue.empty():
+      line = self._queue.get()
+      if line is not None:
+        self.lines.append(line)
+    return "".join(self.lines)
+
+
 def test_sigterm_finishes_the_step_saves_and_exits_non_zero(tmp_path):
   workdir = tmp_path / "run"
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ.get(
@@ -272,19 +340,31 @@ def test_sigterm_finishes_the_step_saves_and_exits_non_zero(tmp_path):
           "--config.model.latent_dim=4", "--config.data.builtin_train_size=96",
           "--config.data.builtin_eval_size=40", "--batch_size=16", "--config.eval_batch_size=20",
           "--config.log_every_steps=1"]
+  # About 15 s to the first step and 1 s to stop on an idle machine (scaled for a busy one).
+  first_step_s, stop_s = subprocess_timeout(60), subprocess_timeout(30)
   proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-  lines = []
+  reader = _StderrReader(proc)
   try:
-    for line in proc.stderr:
-      lines.append(line)
-      if "first step (compilation)" in line:
-        proc.send_signal(signal.SIGTERM)
-        break
-    _, rest = proc.communicate(timeout=600)
+    if not reader.wait_for("first step (compilation)", first_step_s):
+      if proc.poll() is None:
+        proc.kill()
+        pytest.fail(timeout_message(args, first_step_s, "to log its first step") +
+                    f"; stderr ended with:\n{reader.text()[-2000:]}", pytrace=False)
+      proc.wait()
+      pytest.fail(f"the trainer exited ({proc.returncode}) before its first step:\n"
+                  f"{reader.text()[-3000:]}", pytrace=False)
+    proc.send_signal(signal.SIGTERM)
+    try:
+      proc.wait(timeout=stop_s)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      pytest.fail(timeout_message(args, stop_s, "to stop after SIGTERM") +
+                  f"; stderr ended with:\n{reader.text()[-2000:]}", pytrace=False)
   finally:
     if proc.poll() is None:
       proc.kill()
-  stderr = "".join(lines) + rest
+      proc.wait()
+  stderr = reader.text()
   assert proc.returncode != 0, stderr[-3000:]
   assert "SIGTERM received: stopped after step" in stderr and str(workdir) in stderr
   with checkpoint_lib.Checkpointer(str(workdir), best_metric="valid_criterion") as ckpt:
@@ -292,6 +372,28 @@ def test_sigterm_finishes_the_step_saves_and_exits_non_zero(tmp_path):
   assert latest is not None and latest >= 1
   assert f"stopped after step {latest} and saved it" in stderr
   assert not (workdir / train_lib.LOCK_FILE).exists()
+
+
+def test_sigint_finishes_the_step_saves_and_raises(tmp_path, monkeypatch):
+  # In process (the SIGTERM test above covers the command line): Ctrl-C right after the first
+  # step. The handlers are installed on the main thread, where pytest runs the test.
+  workdir = str(tmp_path / "run")
+  mark_compiled = reporting.Reporter.mark_compiled
+
+  def mark_compiled_then_interrupt(self, step):
+    mark_compiled(self, step)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(reporting.Reporter, "mark_compiled", mark_compiled_then_interrupt)
+  handler = signal.getsignal(signal.SIGINT)
+  with pytest.raises(train_lib.TrainingInterrupted) as info:
+    train_lib.train_and_evaluate(_config(max_steps=100_000), workdir)
+  assert str(info.value) == (f"SIGINT received: stopped after step 1 and saved it in {workdir}/"
+                             "checkpoints; rerun the same command to resume")
+  assert signal.getsignal(signal.SIGINT) is handler  # pytest's own handler is back
+  with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
+    assert ckpt.latest_step() == 1
+  assert not os.path.exists(os.path.join(workdir, train_lib.LOCK_FILE))
 
 
 # ------------------------------------------------------------------------------------------- 9
@@ -309,8 +411,8 @@ def _train_process(workdir, kill=None):
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ.get(
       "MIMTEXT_TEST_JAX_CACHE", "/tmp/mimtext_test_jax_cache"), JAX_PLATFORMS="cpu")
   head = [str(REPO / "tests" / "kill_worker.py"), kill] if kill else ["-m", "launch.train"]
-  return subprocess.run([sys.executable, *head, *_KILL_ARGS, f"--workdir={workdir}"], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=900)
+  return run_subprocess([sys.executable, *head, *_KILL_ARGS, f"--workdir={workdir}"], 300,
+                        cwd=REPO, env=env)
 
 
 def _final_state(workdir):
@@ -361,6 +463,14 @@ def test_a_model_that_cannot_fit_is_refused_before_allocating(tmp_path):
     train_lib.train_and_evaluate(config, str(tmp_path / "never"))
   assert "\n" not in str(info.value)
   assert not (tmp_path / "never").exists()  # a run that failed before its first save leaves nothing
+  # The same config is refused before any work (launch.train's validation, --dry_run too) by
+  # the lower bound at the smallest vocabulary and sentences.
+  from mimtext import resources  # pylint: disable=g-import-not-at-top
+  with pytest.raises(experiment.ConfigError, match=r"^this model needs at least [\d,.]+ GiB "
+                     r".*decoder/.*, the smallest vocabulary and sentences \(a lower bound\); "):
+    resources.check_config_fits(config)
+  resources.check_config_fits(_config())  # the toy model fits
+  assert resources.check_config_fits(_config(distributed=True)) is None  # devices unknown yet
 
 
 def test_memory_estimate_against_the_parameter_count():
