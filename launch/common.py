@@ -1,7 +1,10 @@
 """What the launch scripts share: one-line errors for user mistakes, and quieting the INFO chatter
 of the libraries underneath."""
 
+import difflib
+import errno
 import logging as py_logging
+import os
 import re
 import sys
 from typing import Callable, Sequence
@@ -16,6 +19,11 @@ from mimtext import experiment
 from mimtext.data import text_files
 
 HINT = "Pass --helpshort or --helpfull to see help on flags."
+# Where a flagfile that is not found is also looked for (a suggestion only): the repository's own.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+# absl's text for a flagfile it cannot open: "ERROR:: Unable to open flagfile: [Errno 2] No such
+# file or directory: 'PATH'".
+_FLAGFILE_ERROR = re.compile(r"Unable to open flagfile: \[Errno (\d+)\] ([^:]+): '(.*)'\s*$", re.S)
 # Mistakes of the user (a flag value, a path, a corpus file), reported as one line, no traceback.
 USER_ERRORS = (app.UsageError, text_files.DataError, FileNotFoundError, NotADirectoryError)
 
@@ -32,7 +40,8 @@ def exit_with_error(message: str, *, usage: bool = True) -> None:
 def run(main: Callable[[Sequence[str]], None],
         user_errors: tuple[type[BaseException], ...] = USER_ERRORS) -> None:
   """`app.run(main)`, printing the user errors of `main` as one line instead of the usage text or a
-  traceback. absl's own flag-parsing errors are one line already."""
+  traceback. absl's own flag-parsing errors are one line already; a missing --flagfile is checked
+  first (`check_flagfiles`), to name the closest existing one."""
 
   def guarded(argv):
     try:
@@ -42,7 +51,65 @@ def run(main: Callable[[Sequence[str]], None],
     except user_errors as e:
       exit_with_error(str(e).strip("'\""), usage=False)
 
+  check_flagfiles(sys.argv)
   app.run(guarded)
+
+
+def _display_path(path: str) -> str:
+  """`path` relative to the working directory when it lies below it, else absolute."""
+  relative = os.path.relpath(path)
+  return path if relative.startswith(os.pardir) else relative
+
+
+def closest_flagfile(path: str) -> str | None:
+  """The existing `.flags` file whose name is closest to that of `path` (difflib), or None.
+
+  Looked for in `path`'s directory first (written with the same directory prefix), then, when
+  nothing there is close, in the repository's `launch/configs/`.
+  """
+  directory, name = os.path.split(path)
+  stem = name[:-len(".flags")] if name.endswith(".flags") else name
+  for folder, shown in ((directory or os.curdir, directory), (CONFIGS_DIR, None)):
+    try:
+      candidates = sorted(f for f in os.listdir(folder) if f.endswith(".flags"))
+    except OSError:
+      continue
+    stems = {f[:-len(".flags")]: f for f in candidates}
+    match = difflib.get_close_matches(stem, list(stems), n=1, cutoff=0.6)
+    if match:
+      found = stems[match[0]]
+      if shown is not None:
+        return os.path.join(shown, found)
+      return _display_path(os.path.join(folder, found))
+  return None
+
+
+def flagfile_error_message(error: Exception) -> str:
+  """One line for a flagfile absl cannot open: `--flagfile=PATH: no such file; did you mean X?`.
+
+  Any other flag-parsing error keeps absl's text, prefixed "Flags parsing error: ".
+  """
+  match = _FLAGFILE_ERROR.search(str(error))
+  if match is None:
+    return f"Flags parsing error: {error}"
+  code, reason, path = int(match.group(1)), match.group(2), match.group(3)
+  if code == errno.ENOENT:
+    message = f"--flagfile={path}: no such file"
+    suggestion = closest_flagfile(path)
+    if suggestion is not None and os.path.abspath(suggestion) != os.path.abspath(path):
+      message += f"; did you mean {suggestion}?"
+    return message
+  return f"--flagfile={path}: {reason[:1].lower()}{reason[1:]}"
+
+
+def check_flagfiles(argv: Sequence[str]) -> list[str]:
+  """`argv[1:]` with every `--flagfile` expanded; a missing or unreadable one (nested ones too)
+  exits with one line naming it and the closest existing `.flags` file (`flagfile_error_message`).
+  """
+  try:
+    return flags.FLAGS.read_flags_from_files(list(argv[1:]), force_gnu=False)
+  except flags.Error as e:
+    exit_with_error(flagfile_error_message(e))
 
 
 def step_arg(value: str) -> str | int:
@@ -75,18 +142,14 @@ def define_config_flag(name: str, default: ml_collections.ConfigDict, help_strin
   ml_collections reads `--NAME.FIELD=V` overrides (and --flagfile contents) from sys.argv while the
   flag is defined, at import time, so an unknown field or a missing flagfile would otherwise end
   in a traceback. Checked first here: an unknown field names the closest existing one (a renamed
-  field, its new name).
+  field, its new name); a missing flagfile, the closest existing `.flags` file.
 
   `help_string` is the whole help of the flag (for launch.train: every section and field with its
   default and doc, `base.help_text`); the YAML dump of the default config that ml_collections shows
   as the flag's "(default: ...)" is left out. The flag is a key flag of the calling module, so
   `--help` (the main module's key flags) lists it; `--helpfull` lists it once, under this module.
   """
-  argv = list(sys.argv if argv is None else argv)
-  try:
-    expanded = flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)
-  except flags.Error as e:
-    exit_with_error(f"Flags parsing error: {e}")
+  expanded = check_flagfiles(list(sys.argv if argv is None else argv))
   pattern = re.compile(rf"^--?(?:no)?{re.escape(name)}\.([^=]+)")
   for arg in expanded:
     match = pattern.match(arg)
