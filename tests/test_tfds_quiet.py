@@ -65,6 +65,15 @@ def test_preparing_and_reusing_prints_no_tfds_noise_and_logs_one_line(tmp_path, 
   assert "prepared in" in ours[0] and "train 2, valid 1" in ours[0]
   assert os.fspath(tfds_dir) in ours[0] and directory in ours[0]
 
+  # The other split of the same run: prepared already in this process, nothing more is logged.
+  absl_records.clear()
+  assert list(tfds_text.load_text_split(directory, "valid", tfds_dir=tfds_dir)) == ["a b"]
+  out, err = capfd.readouterr()
+  _assert_quiet(out + err)
+  assert not [m for m in absl_records if OURS in m], absl_records
+
+  # A new process (the cache forgotten) reuses the prepared dataset, and says so once.
+  tfds_text.clear_cache()
   absl_records.clear()
   assert list(tfds_text.load_text_split(directory, "valid", tfds_dir=tfds_dir)) == ["a b"]
   out, err = capfd.readouterr()

@@ -1,9 +1,11 @@
 """Tests for mimtext.data.tfds_text: the TF-free TFDS array_record builder."""
 
 import importlib.util
+import logging
 import os
 import sys
 
+from absl import logging as absl_logging
 import pytest
 
 from mimtext.data import text_files
@@ -55,8 +57,47 @@ def test_second_load_reuses_prepared_dataset(shared_data, ptb_tfds_dir, monkeypa
     raise AssertionError("the prepared dataset should have been reused")
 
   monkeypatch.setattr(tfds_text.TextLines, "download_and_prepare", fail)
+  tfds_text.clear_cache()  # as a new process would: reused from the folder, not from memory
   assert len(tfds_text.load_text_split(shared_data / "ptb", "test", tfds_dir=ptb_tfds_dir)) == 3761
   assert _prepared_configs(ptb_tfds_dir) == before
+
+
+def _count_calls(monkeypatch, module, name) -> list:
+  """Replaces `module.name` by a wrapper recording each call's args; returns the record."""
+  calls, original = [], getattr(module, name)
+
+  def counted(*args, **kwargs):
+    calls.append(args)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(module, name, counted)
+  return calls
+
+
+def test_all_splits_of_a_run_are_listed_hashed_and_prepared_once(tmp_path, monkeypatch, caplog):
+  from mimtext.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  directory = _write_corpus(tmp_path / "run", train="a b c\nd e\n", valid="a b\n", test="c\n")
+  tfds_dir = tmp_path / "tfds"
+  configs = _count_calls(monkeypatch, tfds_text, "make_config")
+  hashes = _count_calls(monkeypatch, tfds_text, "_file_sha256")
+  preparations = _count_calls(monkeypatch, tfds_text, "_prepare_quietly")
+  saved = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
+  caplog.set_level(logging.INFO)
+  try:
+    corpus = corpus_lib.load_corpus(directory, tfds_dir=tfds_dir)
+    # A second load in the same run (launch.evaluate's suite loads its test split again).
+    again = corpus_lib.load_corpus(directory, tfds_dir=tfds_dir, vocab=corpus.vocab)
+  finally:
+    absl_logging.set_verbosity(saved)
+  assert {s: len(c) for s, c in corpus.splits.items()} == {"train": 2, "valid": 1, "test": 1}
+  assert again["train"].lines == corpus["train"].lines
+  assert len(configs) == 1 and len(preparations) == 1
+  assert len(hashes) == 3  # each split file once
+  ours = [r.getMessage() for r in caplog.records if "TFDS text dataset of" in r.getMessage()]
+  assert len(ours) == 1, ours
+  assert "train 2, valid 1, test 1" in ours[0] and "prepared in" in ours[0]
+  assert f"cached in {tfds_dir}" in ours[0] and directory in ours[0]
 
 
 def test_other_content_gets_its_own_dataset(tmp_path):

@@ -16,6 +16,10 @@ dataset_info.json", "Generating dataset ...", "Load dataset info ..."), its stdo
 ("Downloading and preparing dataset Unknown size ...", "Dataset ... downloaded and prepared ...")
 and its nested tqdm bars ("Generating splits...", "Shuffling ..."), which garble log files.
 `prepare` logs one line of its own instead: the dataset was prepared (or reused), and where.
+
+Once per process: `prepare` lists, hashes and prepares (or reuses) a directory on its first call
+only; loading the other splits of the corpus (and loading it again) costs a `stat` of its files
+and logs nothing more.
 """
 
 from __future__ import annotations
@@ -251,23 +255,61 @@ def prepare(data_dir: str | os.PathLike, *, tfds_dir: str | os.PathLike | None =
             blank_lines: str = "skip") -> TextLines:
   """Prepares (on first use) and returns the builder for a corpus directory.
 
-  TFDS's own output is silenced while it works (`quiet_tfds`); one line is logged (INFO): the
-  dataset was prepared (with the time it took) or reused, its lines per split, and its folder.
+  Once per process: the split files are listed, hashed (`make_config`) and the dataset prepared or
+  reused on the first call for a directory (with its `tfds_dir` and `blank_lines`); later calls
+  (the other splits of a run, a second `load_corpus` of the same corpus) return the same builder
+  after a `stat` of the split files, unless one of them was added, removed or changed (size,
+  mtime) since, or the prepared folder is gone: then the directory is fingerprinted again.
+
+  TFDS's own output is silenced while it works (`quiet_tfds`); one line is logged (INFO), by the
+  call that prepares: the dataset was prepared (with the time it took) or reused, its lines per
+  split, and its folder.
 
   Raises:
     text_files.DataError: the directory is missing, has no split, or a split file is malformed
       (the same errors as `text_files.read_lines`; no dataset is left in `tfds_dir`). Every
       split file of the directory is validated, not only the one asked for.
   """
+  data_dir = os.path.abspath(os.fspath(data_dir))
+  tfds_dir = os.path.abspath(os.fspath(tfds_dir) if tfds_dir is not None else default_tfds_dir())
+  key = (data_dir, tfds_dir, blank_lines)
+  signature = _split_files_signature(data_dir)
+  cached = _PREPARED.get(key)
+  if (cached is not None and signature is not None and cached[0] == signature
+      and os.path.isdir(os.fspath(cached[1].data_dir))):
+    return cached[1]
   config = make_config(data_dir, blank_lines=blank_lines)
-  tfds_dir = os.fspath(tfds_dir) if tfds_dir is not None else default_tfds_dir()
   with quiet_tfds():
     builder, action = _prepare_quietly(config, tfds_dir)
   sizes = ", ".join(f"{split} {builder.info.splits[split].num_examples:,}"
                     for split in config.splits)
   logging.info("TFDS text dataset of %s (lines: %s): %s; cached in %s", config.source_dir, sizes,
                action, builder.data_dir)
+  if signature is not None:
+    _PREPARED[key] = (signature, builder)
   return builder
+
+
+# (corpus dir, tfds dir, blank-line policy) -> (`_split_files_signature`, prepared builder): what
+# `prepare` did already in this process.
+_PREPARED: dict[tuple[str, str, str], tuple[tuple, TextLines]] = {}
+
+
+def clear_cache() -> None:
+  """Forgets what `prepare` did in this process: the next call fingerprints and opens again (and
+  logs its line), as a new process would."""
+  _PREPARED.clear()
+
+
+def _split_files_signature(data_dir: str) -> tuple | None:
+  """(split, size, mtime_ns, inode) of each split file, or None when the directory cannot be read
+  (`make_config` then names the problem)."""
+  try:
+    return tuple((split, st.st_size, st.st_mtime_ns, st.st_ino)
+                 for split in text_files.available_splits(data_dir)
+                 for st in [os.stat(text_files.split_path(data_dir, split))])
+  except OSError:
+    return None
 
 
 def _prepare_quietly(config: TextLinesConfig, tfds_dir: str) -> tuple[TextLines, str]:
