@@ -1,7 +1,9 @@
 """Where the project lives, in one place: the repository URL and what is built from it.
 
-The notebooks' Colab install cells and the README's "Open in Colab" badge are generated from (and
-tested against, `tests/test_notebooks.py`) the values here; change the repository here only.
+The notebooks' Colab install cells and the README's "Open in Colab" badges (one per notebook) are
+generated from (and tested against, `tests/test_notebooks.py`) the values here; a URL that cannot
+be built (a notebook's markdown link) is tested to name `REPOSITORY` too. Change the repository
+here, then in the README and notebooks where that test points.
 
   >>> project.colab_badge("notebooks/quickstart.ipynb")
   '[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab...)'

@@ -129,6 +129,17 @@ def test_every_relative_link_points_to_an_existing_file(page):
   assert not bad, f"{page.name}: broken links: {bad}"
 
 
+def test_the_readme_links_every_page_and_its_links_resolve():
+  readme = REPO / "README.md"
+  links = _links(readme)
+  for page in ("corpus.md", "cli.md", "distributed.md", "metrics.md"):
+    assert f"docs/{page}" in links, f"README.md does not link docs/{page}"
+  bad = [target for target in links
+         if not re.match(r"^[a-z][a-z0-9+.-]*:", target)
+         and not (REPO / target.partition("#")[0]).exists()]
+  assert not bad, f"README.md: broken links: {bad}"
+
+
 def test_the_link_check_can_fail(tmp_path):
   page = tmp_path / "page.md"
   page.write_text("# Title\n\n[ok](page.md#title) [gone](missing.md) [bad](#nowhere) "

@@ -4,8 +4,10 @@ Colab cells: a cell tagged "colab-only" (the install cell) may hold IPython magi
 `!pip`); here each magic line becomes `pass` at its indentation and the rest of the cell runs, so
 its guard (`IN_COLAB = "google.colab" in sys.modules`, False here) is executed and checked: the
 install never runs outside Colab. A magic line in any other cell fails the test (CI cannot run it).
-The install line must be the one `mimtext.project` builds from the repository URL, and the
-README's Colab badge must be the one built from it (skipped until the README has it).
+The install line must be the one `mimtext.project` builds from the repository URL, the README
+must have each notebook's Colab badge as built from it, and every other GitHub URL in the
+notebooks, the README and docs/ (a markdown cell's link cannot be built) must name
+`project.REPOSITORY`.
 """
 
 import json
@@ -103,12 +105,40 @@ def test_colab_install_cell_installs_this_repository_only_on_colab(path):
       "(mimtext/project.py)")
 
 
-def test_readme_has_the_colab_badge():
-  badge = project.colab_badge("notebooks/quickstart.ipynb")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_readme_has_each_notebooks_colab_badge(path):
+  badge = project.colab_badge(f"notebooks/{path.name}")
   readme = (REPO / "README.md").read_text(encoding="utf-8")
-  if "colab-badge.svg" not in readme:
-    pytest.skip(f"README.md has no Colab badge yet; add this line: {badge}")
-  assert badge in readme, f"README.md's Colab badge should be exactly: {badge}"
+  assert badge in readme, f"README.md should have {path.name}'s Colab badge, exactly: {badge}"
+
+
+# A repository named in a URL: github.com/OWNER/NAME (a link, a clone or pip URL) or Colab's
+# colab.research.google.com/github/OWNER/NAME/blob/...
+_REPOSITORY_URL = re.compile(
+    r"(?:https?://)?(?:www\.)?(?:github\.com|colab\.research\.google\.com/github)/"
+    r"([A-Za-z0-9_.-]+/[A-Za-z0-9_-]+(?:\.(?!git\b)[A-Za-z0-9_-]+)*)")
+_URL_PAGES = [*NOTEBOOKS, REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def repository_urls(text: str) -> list[str]:
+  """The OWNER/NAME of every GitHub or Colab-from-GitHub URL in `text` (".git" left off)."""
+  return _REPOSITORY_URL.findall(text)
+
+
+def test_the_repository_url_check_can_fail():
+  text = ("see https://github.com/mimtext/mimtext); pip install git+https://github.com/a/b.git@main"
+          " [x](https://colab.research.google.com/github/c/d.e/blob/main/n.ipynb)")
+  assert repository_urls(text) == ["mimtext/mimtext", "a/b", "c/d.e"]
+
+
+@pytest.mark.parametrize("path", _URL_PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_repository_url_is_project_repository(path):
+  """The markdown cells' and pages' copies of the URL (which cannot be built from
+  mimtext/project.py) name `project.REPOSITORY` too."""
+  other = [name for name in repository_urls(path.read_text(encoding="utf-8"))
+           if name != project.REPOSITORY]
+  assert not other, (f"{path.name} names the repository {sorted(set(other))}; it is "
+                     f"{project.REPOSITORY!r} (mimtext/project.py)")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
