@@ -34,6 +34,7 @@ from mimtext import nn
 from mimtext import objectives
 from mimtext import sparse_distributions as sd
 from mimtext import special_tokens
+from mimtext.evaluation import progress as progress_lib
 from mimtext.models import sentence_ae
 
 if TYPE_CHECKING:
@@ -99,12 +100,17 @@ def pad_rows(rows: Sequence[np.ndarray], *, num_rows: int, pad_multiple: int
 
 
 def encode_posteriors(params, cfg: sentence_ae.ModelConfig, rows: Sequence[np.ndarray], *,
-                      batch_size: int = 200, pad_multiple: int = 16) -> PosteriorParams:
-  """q(z|x) of n `<sos> … <eos>` id rows, in batches of a fixed size (few jit shapes): [n,d]."""
+                      batch_size: int = 200, pad_multiple: int = 16, progress: bool = False,
+                      desc: str = "encode") -> PosteriorParams:
+  """q(z|x) of n `<sos> … <eos>` id rows, in batches of a fixed size (few jit shapes): [n,d].
+
+  `progress`: a bar named `desc` on stderr over the batches (`progress.bar`).
+  """
   if not rows:
     raise ValueError("no rows to encode")
   fields: list[list[np.ndarray]] = [[], [], [], []]
-  for start in range(0, len(rows), batch_size):
+  starts = range(0, len(rows), batch_size)
+  for start in progress_lib.bar(starts, desc=desc, enabled=progress):
     chunk = rows[start:start + batch_size]
     tokens, lengths = pad_rows(chunk, num_rows=batch_size, pad_multiple=pad_multiple)
     post = jax.device_get(_encode(params, tokens, lengths, cfg))
@@ -116,9 +122,11 @@ def encode_posteriors(params, cfg: sentence_ae.ModelConfig, rows: Sequence[np.nd
 
 
 def posterior_params(run: "runner.Run", split: "corpus_lib.CorpusSplit", *,
-                     batch_size: int = 200) -> PosteriorParams:
+                     batch_size: int = 200, progress: bool = False,
+                     desc: str = "encode") -> PosteriorParams:
   """q(z|x) of every sentence of a corpus split under a restored run (frozen encoder)."""
-  return encode_posteriors(run.params, run.model_cfg, split.ids, batch_size=batch_size)
+  return encode_posteriors(run.params, run.model_cfg, split.ids, batch_size=batch_size,
+                           progress=progress, desc=desc)
 
 
 def sample_z(key: Array, rows: PosteriorParams, num_samples: int, *,
@@ -207,8 +215,8 @@ def _epoch_batches(rng: np.random.Generator, n: int, batch_size: int) -> np.ndar
 def train_classifier(post: PosteriorParams, labels: np.ndarray, num_classes: int, *,
                      key: Array, sample: Sampler = sample_z, num_samples: int = 5,
                      epochs: int = 20, batch_size: int = 64, learning_rate: float = 1e-3,
-                     objective: str = "marginal", hidden_dim: int = HIDDEN_UNITS
-                     ) -> TrainedClassifier:
+                     objective: str = "marginal", hidden_dim: int = HIDDEN_UNITS,
+                     progress: bool = False) -> TrainedClassifier:
   """Fits the seed 004 §4.2 classifier on frozen posteriors; fresh K draws of z every step.
 
   Args:
@@ -219,6 +227,7 @@ def train_classifier(post: PosteriorParams, labels: np.ndarray, num_classes: int
     epochs, batch_size, learning_rate: Adam settings (our defaults; the paper states none). The
       batch is min(batch_size, n); each epoch drops the n mod batch rows of a fresh permutation.
     objective: "marginal" or "mean_loss" (module docstring).
+    progress: a bar over the epochs on stderr (`progress.bar`).
   """
   labels = np.asarray(labels, np.int32)
   n = len(labels)
@@ -253,7 +262,8 @@ def train_classifier(post: PosteriorParams, labels: np.ndarray, num_classes: int
   seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
   rng = np.random.default_rng(seed)
   losses = []
-  for epoch in range(epochs):
+  for epoch in progress_lib.bar(range(epochs), desc="classifier", unit="epoch",
+                                enabled=progress):
     batches = jnp.asarray(_epoch_batches(rng, n, batch_size))
     params, opt_state, loss = run_epoch(params, opt_state, jax.random.fold_in(key, epoch), batches)
     losses.append(float(loss))

@@ -33,12 +33,14 @@ def ae_proposal_std(codes: np.ndarray) -> float:
   return float(max(0.1 * np.mean(np.std(codes, axis=0)), 1e-4))
 
 
-def aggregate_posterior_samples(run, split, *, seed: int = 0) -> tuple[np.ndarray, float | None]:
+def aggregate_posterior_samples(run, split, *, seed: int = 0, progress: bool = False
+                                ) -> tuple[np.ndarray, float | None]:
   """One draw z_i ~ q(z|x_i) per sentence of `split`: [n,d], by the run's latent family (an AE:
-  from N(μ(x), s² I)); with s for an AE, else None."""
+  from N(μ(x), s² I)); with s for an AE, else None. `progress`: a bar over the encoding."""
   from mimtext import objectives  # pylint: disable=g-import-not-at-top
   from mimtext.evaluation import downstream  # pylint: disable=g-import-not-at-top
-  post = downstream.posterior_params(run, split)
+  post = downstream.posterior_params(run, split, progress=progress,
+                                     desc="post-hoc prior: encode training sentences")
   key = jax.random.PRNGKey(seed)
   if objectives.common.scoring(run.obj_cfg).deterministic_z:
     codes = np.asarray(post.mean)
@@ -48,16 +50,19 @@ def aggregate_posterior_samples(run, split, *, seed: int = 0) -> tuple[np.ndarra
 
 
 def fit(run, train_split, *, candidates=DEFAULT_CANDIDATES, max_codes: int = 20_000,
-        seed: int = 0) -> tuple[posthoc_prior.GaussianMixture, dict[str, Any]]:
+        seed: int = 0, progress: bool = False
+        ) -> tuple[posthoc_prior.GaussianMixture, dict[str, Any]]:
   """Fits the mixture to aggregate-posterior draws of `train_split` (a `CorpusSplit`) under `run`.
 
   Returns the mixture and what describes the fit: {"num_components", "scores" (held-out mean
   log-likelihood per candidate), "num_codes", "step", "fitted_to", and "ae_proposal_std" for an
-  AE}.
+  AE}. `progress`: bars (stderr) over the encoding and over the EM fits of the candidates.
   """
-  codes, proposal_std = aggregate_posterior_samples(run, train_split.head(max_codes), seed=seed)
+  codes, proposal_std = aggregate_posterior_samples(run, train_split.head(max_codes), seed=seed,
+                                                    progress=progress)
   candidates = [k for k in candidates if k <= len(codes) // 2] or [1]
-  best, scores = posthoc_prior.select_num_components(codes, candidates, seed=seed)
+  best, scores = posthoc_prior.select_num_components(codes, candidates, seed=seed,
+                                                     progress=progress)
   gmm = posthoc_prior.fit_gaussian_mixture(codes, best, seed=seed)
   info = {"num_components": int(best), "scores": {str(k): float(v) for k, v in scores.items()},
           "num_codes": int(len(codes)), "step": int(run.step), "fitted_to": FITTED_TO}
@@ -68,7 +73,8 @@ def fit(run, train_split, *, candidates=DEFAULT_CANDIDATES, max_codes: int = 20_
 
 def load_or_fit(run, train_split, *, refit: bool = False, seed: int = 0, **fit_kwargs
                 ) -> tuple[posthoc_prior.GaussianMixture, dict[str, Any]]:
-  """The run's saved post-hoc prior when it was fitted at the same step, else a new fit (saved)."""
+  """The run's saved post-hoc prior when it was fitted at the same step, else a new fit (saved);
+  `fit_kwargs` go to `fit` (e.g. progress=True)."""
   path = os.path.join(run.workdir, FILE_NAME)
   if not refit and os.path.exists(path):
     with open(path, encoding="utf-8") as f:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimtext import distributions
+from mimtext.evaluation import progress as progress_lib
 
 Array = jax.Array
 
@@ -218,14 +219,14 @@ def _mean_log_prob(gmm: GaussianMixture, z: Array) -> Array:
 
 
 def select_num_components(codes: np.ndarray, candidates: Sequence[int], *, seed: int = 0,
-                          holdout_fraction: float = 0.1,
+                          holdout_fraction: float = 0.1, progress: bool = False,
                           **fit_kwargs) -> tuple[int, dict[int, float]]:
   """Picks K by the held-out mean log-likelihood (1/|H|) Σ_{n∈H} log p̂_K(z_n).
 
   A random `holdout_fraction` of the codes (numpy `seed`) is held out, a mixture fitted to the rest
   for each candidate K (`fit_gaussian_mixture(..., seed=seed, **fit_kwargs)`), and the K scoring
   highest on the held-out codes returned (the smallest K among ties). Refit on all the codes with
-  the chosen K to use it.
+  the chosen K to use it. `progress`: a bar over the candidates on stderr (`progress.bar`).
 
   Returns:
     (best K, {K: held-out mean log-likelihood in nats per code}).
@@ -243,6 +244,7 @@ def select_num_components(codes: np.ndarray, candidates: Sequence[int], *, seed:
   held_z = jnp.asarray(held, jnp.float32)
   scores = {int(k): float(_mean_log_prob(fit_gaussian_mixture(train, int(k), seed=seed,
                                                               **fit_kwargs), held_z))
-            for k in candidates}
+            for k in progress_lib.bar(list(candidates), desc="post-hoc prior: EM per K",
+                                      unit="K", enabled=progress)}
   best = max(sorted(scores), key=lambda k: scores[k])
   return best, scores
