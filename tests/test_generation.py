@@ -199,6 +199,66 @@ def test_prior_samples_take_a_sampler(params, z):
     generation.prior_samples(params, MODEL, VOCAB, key, num=4, prior=lambda k, n: z[:1])
 
 
+def test_prior_samples_decode_the_prior_of_the_objective(params):
+  """Evaluation asks the objective's family: sMIM N(0, 0.1² I) (seed 000 D.3), MAT-VAE's and
+  HSVAE's exact spike-and-slab draws; an AE has no prior."""
+  key = jax.random.PRNGKey(6)
+  smim = objectives.ObjectiveConfig(model=MODEL, name="mim")
+  assert generation.default_prior_std(smim) == 0.1
+  assert generation.default_prior_std(objectives.ObjectiveConfig(model=MODEL, name="vae")) == 1.0
+  got = generation.prior_samples(params, MODEL, VOCAB, key, num=4, max_len=MAX_LEN, objective=smim)
+  z_smim = 0.1 * jax.random.normal(key, (4, MODEL.latent_dim))
+  assert got == generation.generate(params, z_smim, MODEL, VOCAB, max_len=MAX_LEN)
+  matvae = objectives.ObjectiveConfig(model=MODEL, name="matvae", prior_gamma=0.5)
+  sampler, description = generation.model_prior(matvae)
+  family = objectives.latent_family(matvae)
+  np.testing.assert_array_equal(sampler(key, 4), family.prior_sample(key, 4, matvae))
+  assert "matvae" in description
+  got = generation.prior_samples(params, MODEL, VOCAB, key, num=4, max_len=MAX_LEN,
+                                 objective=matvae)
+  assert got == generation.generate(params, family.prior_sample(key, 4, matvae), MODEL, VOCAB,
+                                    max_len=MAX_LEN)
+  hsvae = objectives.ObjectiveConfig(model=HSVAE_MODEL, name="hsvae")
+  np.testing.assert_array_equal(generation.model_prior(hsvae)[0](key, 3),
+                                objectives.latent_family(hsvae).prior_sample(key, 3, hsvae))
+  ae = objectives.ObjectiveConfig(model=MODEL, name="ae")
+  assert generation.model_prior(ae)[0] is None
+  with pytest.raises(ValueError, match="no prior"):
+    generation.prior_samples(params, MODEL, VOCAB, key, num=4, objective=ae)
+
+
+HSVAE_MODEL = dataclasses.replace(MODEL, posterior="hsvae")
+
+
+def test_hsvae_reconstructions_and_interpolations_draw_gamma_and_the_spike():
+  """R rows and sampled interpolation ends are draws of the HSVAE family (γ ~ q(γ|x), then spike
+  or slab), not N(μ, σ²): with q(γ|x) near 1 every coordinate is (near) the spike at 0."""
+  p = sentence_ae.init_params(jax.random.PRNGKey(1), HSVAE_MODEL)
+  p["to_mean"]["w"] = p["to_mean"]["w"] * 6.0
+  p["to_beta_a"]["b"] = p["to_beta_a"]["b"] + 8.0             # E[γ] → 1: the spike everywhere
+  p["to_beta_b"]["b"] = p["to_beta_b"]["b"] - 20.0
+  cfg = objectives.ObjectiveConfig(model=HSVAE_MODEL, name="hsvae")
+  post = generation._posterior(p, HSVAE_MODEL, SENTENCES)
+  key = jax.random.PRNGKey(4)
+  draws = np.asarray(generation.posterior_draws(key, post, HSVAE_MODEL, 1, cfg))
+  expected = objectives.latent_family(cfg).sample(key, post, cfg, 1).z
+  np.testing.assert_array_equal(draws, expected)
+  assert np.abs(draws).max() < 0.5 < np.abs(np.asarray(post.mean)).max()
+  rows = generation.reconstructions(p, HSVAE_MODEL, VOCAB, SENTENCES, key, max_len=MAX_LEN,
+                                    objective=cfg)
+  k_sample, _ = jax.random.split(key)
+  z_r = generation.posterior_draws(k_sample, post, HSVAE_MODEL, 1, cfg)
+  assert [r["R"] for r in rows] == generation.generate(p, z_r, HSVAE_MODEL, VOCAB,
+                                                       max_len=MAX_LEN)
+  # Without the objective the posterior head's family (HSVAE, default config) still draws γ.
+  np.testing.assert_array_equal(
+      generation.posterior_draws(key, post, HSVAE_MODEL, 1),
+      generation.posterior_draws(key, post, HSVAE_MODEL, 1, cfg))
+  path = generation.interpolate(p, HSVAE_MODEL, VOCAB, SENTENCES[0], SENTENCES[1], num_points=3,
+                                key=key, method="sample", max_len=MAX_LEN, objective=cfg)
+  assert len(path) == 3
+
+
 # ----------------------------------------------------------------------------- imputation
 
 

@@ -251,6 +251,32 @@ def test_encoder_fn_matches_unbatched_encode(tiny_run):
   assert 0.0 <= report["p_at_1"] <= 1.0
 
 
+def test_sampled_qa_draws_z_by_the_latent_family(tiny_run):
+  """With a key, z is drawn by the run's family: for an HSVAE head with q(γ|x) near 1, the spike
+  (z near 0) rather than N(μ, σ²); a plain (mean, std) function is read as a Gaussian q."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  cfg = dataclasses.replace(tiny_run.model_cfg, posterior="hsvae")
+  params = sentence_ae.init_params(jax.random.PRNGKey(0), cfg)
+  params["to_mean"]["w"] = params["to_mean"]["w"] * 6.0
+  params["to_beta_a"]["b"] = params["to_beta_a"]["b"] + 8.0
+  params["to_beta_b"]["b"] = params["to_beta_b"]["b"] - 20.0
+  run = dataclasses.replace(tiny_run, model_cfg=cfg, params=params)
+  encode = qa.encoder_fn(run, batch_size=4, pad_multiple=8)
+  items = qa.encode_items(qa.build_ranking_set(HAND_LINES, num_negatives=2, seed=3), run.vocab)
+  word_ids = [np.concatenate([item.question, item.candidates[0]]) for item in items]
+  code, _, post, objective = qa._encode(encode, word_ids)
+  assert objective is None                      # a stand-in run: the head's family (HSVAE)
+  key = jax.random.PRNGKey(1)
+  z = qa._draw(key, code, post, objective)
+  assert np.abs(z).max() < 0.5 < np.abs(post.mean).max()
+  np.testing.assert_array_equal(z, np.asarray(downstream.sample_z(key, post, 1)[0]))
+  assert qa.evaluate_qa(encode, items, unk_id=UNK, key=key)["sampled_z"]
+  mean, std = np.full((3, 2), 2.0, np.float32), np.full((3, 2), 0.5, np.float32)
+  _, _, gaussian, _ = qa._encode(lambda rows: (mean, std), [None] * 3)
+  np.testing.assert_array_equal(qa._draw(key, mean, gaussian, None),
+                                mean + 0.5 * np.asarray(jax.random.normal(key, (1, 3, 2)))[0])
+
+
 # ----------------------------------------------------------------------------- classification
 
 

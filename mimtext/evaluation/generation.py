@@ -11,13 +11,13 @@ Notation: b batch, d latent, m decoded tokens, L jointly decoded latents, N inte
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mimtext import distributions
 from mimtext import objectives
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
@@ -36,10 +36,47 @@ def _texts(ids, vocab: vocab_lib.Vocabulary) -> list[str]:
 _DEFAULT_SCORING = objectives.common.Scoring(1.0, 1, False, False)
 
 
+def _family_and_config(model: sentence_ae.ModelConfig,
+                       objective: objectives.ObjectiveConfig | None):
+  """The latent family and objective config that draw z for `model`: the objective's own, or
+  without one the default config of the posterior head's family (HSVAE for posterior="hsvae",
+  else the Gaussian family). Draws at decode time use the exact spike/slab choice."""
+  if objective is None:
+    objective = objectives.ObjectiveConfig(
+        model=model, name="hsvae" if model.posterior == "hsvae" else "vae")
+  objective = dataclasses.replace(objective, concrete_hard=True)
+  return objectives.latent_family(objective), objective
+
+
+def posterior_draws(key, post: sentence_ae.Posterior, model: sentence_ae.ModelConfig,
+                    num: int, objective: objectives.ObjectiveConfig | None = None):
+  """num draws z ~ q(z|x) by the objective's latent family (HSVAE: γ ~ q(γ|x), then the spike or
+  the slab): [num,b,d]."""
+  family, objective = _family_and_config(model, objective)
+  return family.sample(key, post, objective, num).z
+
+
 def default_prior_std(cfg: objectives.ObjectiveConfig) -> float:
-  """σ of the z ~ N(0, σ² I) that prior samples decode: 0.1 for sMIM (seed 000 appendix: its
-  marginal over z is implicit; the anchor N(0, I) sets its scale only roughly), 1 otherwise."""
-  return 0.1 if cfg.name == "mim" else 1.0
+  """σ of the Gaussian prior option z ~ N(0, σ² I): the family's `generation_prior_std` (0.1 for
+  sMIM, seed 000 appendix D.3), else 1."""
+  std = objectives.latent_family(cfg).generation_prior_std
+  return 1.0 if std is None else float(std)
+
+
+def model_prior(cfg: objectives.ObjectiveConfig) -> tuple[Callable | None, str]:
+  """(sampler (key, n) → z [n,d], its description) of the prior that the evaluation decodes:
+  N(0, σ² I) where the family names a `generation_prior_std` (sMIM), else the family's exact
+  `prior_sample` (N(0, I); HSVAE's and MAT-VAE's spike-and-slab priors). (None, reason) for an AE,
+  which has no prior."""
+  if objectives.common.scoring(cfg).deterministic_z:
+    return None, "an AE has no prior: z = μ(x) is deterministic and nothing is fitted to p(z)"
+  family = objectives.latent_family(cfg)
+  d = cfg.model.latent_dim
+  if family.generation_prior_std is not None:
+    std = float(family.generation_prior_std)
+    return (lambda key, n: std * jax.random.normal(key, (n, d))), f"N(0, {std:g}² I)"
+  return ((lambda key, n: family.prior_sample(key, n, cfg)),
+          f"exact draws of the model's prior p(z) ({family.name} family)")
 
 
 def generate_ids(params, z, cfg: sentence_ae.ModelConfig, *, method: str = "greedy",
@@ -84,28 +121,36 @@ def generate(params, z, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabular
 
 
 def prior_samples(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabulary, key, *,
-                  num: int, std: float = 1.0, max_len: int = 40,
+                  num: int, std: float | None = None, max_len: int = 40,
                   scoring: objectives.common.Scoring = _DEFAULT_SCORING,
                   prior: Callable | None = None, method: str = "greedy",
                   temperature: float = 1.0, beam_width: int = 5,
-                  ban_unk: bool = False) -> list[str]:
+                  ban_unk: bool = False,
+                  objective: objectives.ObjectiveConfig | None = None) -> list[str]:
   """Decodes of `num` prior draws (greedy by default), generated as the model was trained.
 
-  z ~ N(0, std² I) (seed 000 appendix D.3 uses std 0.1 for sMIM), or z = prior(key, n) [n,d]
-  when a sampler is given (e.g. a prior fitted to the aggregate posterior after training). A
+  z = prior(key, n) [n,d] when a sampler is given (e.g. a prior fitted to the aggregate posterior
+  after training); else z ~ N(0, std² I) when `std` is given; else the prior of `objective`
+  (`model_prior`: N(0, 0.1² I) for sMIM, seed 000 appendix D.3; exact draws of HSVAE's and
+  MAT-VAE's spike-and-slab priors; N(0, I) for the Gaussian VAEs); without any of them N(0, I). A
   hidden-averaging decoder (seed 003 Eq. 7-8) decodes L independent draws jointly: n = L·num
   draws reshaped to [L,num,d]. `method` etc. as `generate`; sampling decodes with a key derived
   from `key`, so the draws of z do not depend on the method.
   """
-  latents = scoring.num_latents
+  num_latents = scoring.num_latents
+  if prior is None and std is None and objective is not None:
+    prior, reason = model_prior(objective)
+    if prior is None:
+      raise ValueError(f"no prior to sample: {reason}; give std or prior")
   if prior is None:
-    z = std * jax.random.normal(key, (latents, num, cfg.latent_dim))
+    std = 1.0 if std is None else std
+    z = std * jax.random.normal(key, (num_latents, num, cfg.latent_dim))
   else:
-    z = jnp.asarray(prior(key, latents * num))
-    if z.shape != (latents * num, cfg.latent_dim):
-      raise ValueError(f"prior(key, {latents * num}) must return "
-                       f"[{latents * num}, {cfg.latent_dim}], got {z.shape}")
-    z = z.reshape(latents, num, cfg.latent_dim)
+    z = jnp.asarray(prior(key, num_latents * num))
+    if z.shape != (num_latents * num, cfg.latent_dim):
+      raise ValueError(f"prior(key, {num_latents * num}) must return "
+                       f"[{num_latents * num}, {cfg.latent_dim}], got {z.shape}")
+    z = z.reshape(num_latents, num, cfg.latent_dim)
   return generate(params, z, cfg, vocab, method=method, key=jax.random.fold_in(key, 1),
                   temperature=temperature, beam_width=beam_width, ban_unk=ban_unk,
                   max_len=max_len, scoring=scoring)
@@ -121,14 +166,17 @@ def reconstructions(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocab
                     perturb_scale: float = 10.0,
                     scoring: objectives.common.Scoring = _DEFAULT_SCORING,
                     method: str = "greedy", beam_width: int = 5, temperature: float = 1.0,
-                    ban_unk: bool = False) -> list[dict[str, str]]:
+                    ban_unk: bool = False,
+                    objective: objectives.ObjectiveConfig | None = None) -> list[dict[str, str]]:
   """For each sentence: data (D), decodes of the posterior mean (M), of a sample (R) and of a
   sample perturbed with noise of `perturb_scale` posterior standard deviations (P); seed 000
   §4.7 and Tables 11-14. Greedy by default (as the paper), or any `generate` method.
 
   Decoded as the model was trained (`scoring`): without inputs for an inputless decoder, from L
   joint posterior samples for a hidden-averaging decoder; an AE (z = μ, no trained σ) gets D and M
-  only.
+  only. R is drawn by the latent family of `objective` (`posterior_draws`; without it, the
+  posterior head's default family): for HSVAE γ ~ q(γ|x), then the spike or the slab. P adds
+  noise of `perturb_scale` (slab) standard deviations σ to R.
   """
   if not len(examples):
     return []
@@ -136,8 +184,7 @@ def reconstructions(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocab
   codes = {"M": sentence_ae.posterior_code(post)}
   if not scoring.deterministic_z:
     k_sample, k_perturb = jax.random.split(key)
-    z_sample = distributions.normal_sample(k_sample, post.mean, post.log_var,
-                                           sample_shape=(scoring.num_latents,))
+    z_sample = posterior_draws(k_sample, post, cfg, scoring.num_latents, objective)
     sigma = jnp.exp(0.5 * post.log_var)
     codes["R"] = z_sample
     codes["P"] = z_sample + perturb_scale * sigma * jax.random.normal(k_perturb, z_sample.shape)
@@ -164,21 +211,23 @@ def interpolate(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabular
                 a_ids: np.ndarray, b_ids: np.ndarray, *, num_points: int = 10,
                 scoring: objectives.common.Scoring = _DEFAULT_SCORING, method: str = "greedy",
                 key=None, beam_width: int = 5, temperature: float = 1.0, ban_unk: bool = False,
-                max_len: int = 40) -> list[str]:
+                max_len: int = 40, objective: objectives.ObjectiveConfig | None = None
+                ) -> list[str]:
   """Sentences decoded at N equispaced points between the codes of two sentences, both ends
   included (a homotopy, seed 001 §6.3 and Table 8; seed 000 §4.7 and Table 10).
 
   a_ids, b_ids: encoded sentences `<sos> w… <eos>`. The ends are the posterior codes E_q[z|x]
   (μ; for an L-latent model every latent gets the mean code, which decodes as the one code), or
   with `key` posterior samples z ~ q(z|x) as seed 000 §4.7 (one per latent for an L-latent
-  model, interpolated latent by latent). `method` as `generate`; sampling draws with `key`.
+  model, interpolated latent by latent), drawn by the family of `objective` (`posterior_draws`).
+  `method` as `generate`; sampling draws with `key`.
   """
   post = _posterior(params, cfg, [a_ids, b_ids])
   if key is None or scoring.deterministic_z:
     ends = sentence_ae.posterior_code(post)                                    # [2,d]
   else:
-    ends = distributions.normal_sample(jax.random.fold_in(key, 0), post.mean, post.log_var,
-                                       sample_shape=(scoring.num_latents,))    # [L,2,d]
+    ends = posterior_draws(jax.random.fold_in(key, 0), post, cfg, scoring.num_latents,
+                           objective)                                          # [L,2,d]
   z = linear_path(ends[..., 0, :], ends[..., 1, :], num_points)               # [(L,) N, d]
   decode_key = None if key is None else jax.random.fold_in(key, 1)
   return generate(params, z, cfg, vocab, method=method, key=decode_key, temperature=temperature,

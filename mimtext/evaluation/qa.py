@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 
 QUESTION_MARK = "?"
 DEFAULT_PAD_LENGTHS = (5, 10, 15)
-# encode_fn: m word-id arrays → (mean [m,d], std [m,d]) of q(z|x).
+# encode_fn: m word-id arrays → (mean [m,d], std [m,d]) of q(z|x). An encoder of a run
+# (`encoder_fn`) also has `.posterior(word_ids) -> downstream.PosteriorParams` and `.objective`,
+# so that z can be drawn by the run's latent family.
 EncodeFn = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
@@ -236,12 +238,25 @@ def ranking_inputs(items: Sequence[RankingItem], *, unk_id: int = special_tokens
   return pairs, prompts, prompt_of
 
 
-def _draw(key: jax.Array | None, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-  """z = mean (key None) or one draw z = mean + std ⊙ ε of the diagonal Gaussian: [m,d]."""
+def _encode(encode_fn: EncodeFn, rows: Sequence[np.ndarray]):
+  """(code, std, posterior, objective config or None) of the rows under `encode_fn`; a plain
+  (mean, std) function is read as the Gaussian posterior N(mean, diag std²)."""
+  if hasattr(encode_fn, "posterior"):
+    post = encode_fn.posterior(rows)
+    return (downstream.posterior_code(post), np.exp(0.5 * post.log_var), post,
+            encode_fn.objective)
+  mean, std = encode_fn(rows)
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  return mean, std, downstream.PosteriorParams(mean, 2.0 * np.log(std)), None
+
+
+def _draw(key: jax.Array | None, code: np.ndarray, post: downstream.PosteriorParams,
+          objective) -> np.ndarray:
+  """z = the code (key None) or one draw z ~ q(z|x) by the latent family of `objective`
+  (`downstream.sample_z`; without one, the family the posterior's fields imply): [m,d]."""
   if key is None:
-    return np.asarray(mean)
-  eps = np.asarray(jax.random.normal(key, np.shape(mean)))
-  return np.asarray(mean) + np.asarray(std) * eps
+    return np.asarray(code)
+  return np.asarray(downstream.sample_z(key, post, 1, cfg=objective)[0])
 
 
 def rank_candidates(encode_fn: EncodeFn, items: Sequence[RankingItem], *,
@@ -253,18 +268,20 @@ def rank_candidates(encode_fn: EncodeFn, items: Sequence[RankingItem], *,
     encode_fn: word-id arrays → (mean, std) [m,d] of q(z|x) (e.g. `encoder_fn(run)`).
     items: id items (`encode_items`).
     unk_id: the `<unk>` id that stands for the unknown answer words.
-    key: sample z from both posteriors (as the paper); None uses the means.
-    normalise: divide by σ_unk elementwise (False: σ = 1, the paper's AE comparison).
+    key: sample z from both posteriors (as the paper), by the run's latent family; None uses the
+      codes E_q[z|x].
+    normalise: divide by σ_unk elementwise (False: σ = 1, the paper's AE comparison, and the
+      choice for any model whose σ head is untrained).
     seed: tie-breaking (`true_answer_ranks`).
   """
   if not items:
     raise ValueError("no items to rank")
   pairs, prompts, prompt_of = ranking_inputs(items, unk_id=unk_id)
-  pair_mean, pair_std = encode_fn(pairs)
-  unk_mean, unk_std = encode_fn(prompts)
+  pair_code, _, pair_post, objective = _encode(encode_fn, pairs)
+  unk_code, unk_std, unk_post, _ = _encode(encode_fn, prompts)
   pair_key, unk_key = (None, None) if key is None else jax.random.split(key)
-  z_pair = _draw(pair_key, pair_mean, pair_std)
-  z_unk = _draw(unk_key, unk_mean, unk_std)
+  z_pair = _draw(pair_key, pair_code, pair_post, objective)
+  z_unk = _draw(unk_key, unk_code, unk_post, objective)
   scores, start = [], 0
   for item, row in zip(items, prompt_of):
     stop = start + len(item.candidates)
@@ -337,25 +354,49 @@ def answer_codes(encode_fn: EncodeFn, question_ids: Sequence[np.ndarray],
                  pad_lengths: Sequence[int] = DEFAULT_PAD_LENGTHS, *,
                  unk_id: int = special_tokens.UNK_ID) -> np.ndarray:
   """Posterior means of the answer prompts: [n,P,d], for greedy decoding by the launch layer."""
-  mean, _ = encode_fn(answer_prompts(question_ids, pad_lengths, unk_id=unk_id))
-  mean = np.asarray(mean)
+  mean = np.asarray(encode_fn(answer_prompts(question_ids, pad_lengths, unk_id=unk_id))[0])
   return mean.reshape(len(question_ids), len(pad_lengths), mean.shape[-1])
 
 
 # ----------------------------------------------------------------------------- model
 
 
-def encoder_fn(run: "runner.Run", *, batch_size: int = 64, pad_multiple: int = 16) -> EncodeFn:
+class RunEncoder:
   """An `EncodeFn` of a restored run: <sos>/<eos> added, batched, jitted `sentence_ae.encode`.
 
-  mean is the deterministic code `sentence_ae.posterior_code` (μ; (1 − E[γ]) μ for HSVAE), std
-  exp(log σ²/2) of the (slab) Gaussian.
+  Called on word-id arrays it returns (code, std): the deterministic code
+  `sentence_ae.posterior_code` (μ; (1 − E[γ]) μ for HSVAE) and exp(log σ²/2) of the (slab)
+  Gaussian. `posterior(word_ids)` gives the whole q(z|x) (`downstream.PosteriorParams`) and
+  `objective` the run's objective config, so `rank_candidates` draws z with the run's family.
   """
-  def encode(word_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+
+  def __init__(self, run: "runner.Run", *, batch_size: int = 64, pad_multiple: int = 16,
+               progress: bool = False):
+    self.run, self.batch_size, self.pad_multiple, self.progress = (run, batch_size, pad_multiple,
+                                                                   progress)
+
+  @property
+  def objective(self):
+    """The run's objective config; None for a stand-in run without one (then the family the
+    posterior head implies draws z)."""
+    if "objective" not in self.run.config:
+      return None
+    return self.run.obj_cfg
+
+  def posterior(self, word_ids: Sequence[np.ndarray]) -> downstream.PosteriorParams:
     rows = [np.concatenate([[special_tokens.SOS_ID], np.asarray(w, np.int32),
                             [special_tokens.EOS_ID]]).astype(np.int32) for w in word_ids]
-    post = downstream.encode_posteriors(run.params, run.model_cfg, rows, batch_size=batch_size,
-                                        pad_multiple=pad_multiple)
+    return downstream.encode_posteriors(self.run.params, self.run.model_cfg, rows,
+                                        batch_size=self.batch_size,
+                                        pad_multiple=self.pad_multiple, progress=self.progress,
+                                        desc="qa: encode")
+
+  def __call__(self, word_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    post = self.posterior(word_ids)
     return downstream.posterior_code(post), np.exp(0.5 * post.log_var)
 
-  return encode
+
+def encoder_fn(run: "runner.Run", *, batch_size: int = 64, pad_multiple: int = 16,
+               progress: bool = False) -> RunEncoder:
+  """The `EncodeFn` of a restored run (`RunEncoder`); `progress`: a bar over the batches."""
+  return RunEncoder(run, batch_size=batch_size, pad_multiple=pad_multiple, progress=progress)

@@ -12,7 +12,13 @@ looks it up), the one place that says, for the model that objective trains:
 - `code(post) -> [b,d]`: the deterministic code E_q[z|x] (`sentence_ae.posterior_code`, the one
   definition: μ; (1 − E_q[γ]) μ for HSVAE);
 - `prior_sample(key, n, cfg) -> [n,d]`: exact draws of p(z);
-- `posterior`: the posterior head (`ModelConfig.posterior`) the family needs.
+- `posterior`: the posterior head (`ModelConfig.posterior`) the family needs;
+- `kl_per_dimension(post, cfg) -> [b,d]`: the KL term split over the latent dimensions, in closed
+  form, or None where the family's KL has no closed form per dimension (MAT-VAE's mixture prior,
+  HSVAE's joint KL over (z, γ));
+- `generation_prior_std`: σ of the N(0, σ² I) that prior samples are decoded from instead of
+  `prior_sample`, or None to decode exact draws of p(z) (sMIM: 0.1, seed 000 appendix D.3: its
+  marginal over z is implicit and the anchor N(0, I) sets its scale only roughly).
 The losses draw their latents with `sample` and the evaluation bounds use the same functions
 (`evaluation.bounds`), so a model is scored under the prior and posterior it was trained with.
 log q and log p are densities of z alone (for HSVAE marginal over γ, in closed form): any other
@@ -58,6 +64,13 @@ class LatentFamily(NamedTuple):
   kl: Callable[..., Array]
   code: Callable[[sentence_ae.Posterior], Array]
   prior_sample: Callable[..., Array]
+  kl_per_dimension: Callable[..., Array] | None = None
+  generation_prior_std: float | None = None
+
+  @property
+  def gaussian_posterior(self) -> bool:
+    """q(z|x) is the diagonal Gaussian N(μ, diag σ²) (estimators that need its density)."""
+    return self.posterior == "gaussian"
 
 
 def take_draw(draw: LatentDraw, index: int) -> LatentDraw:
@@ -94,6 +107,12 @@ def gaussian_kl(post: sentence_ae.Posterior, draw: LatentDraw, cfg) -> Array:
   return distributions.normal_kl_standard(post.mean, post.log_var)
 
 
+def gaussian_kl_per_dimension(post: sentence_ae.Posterior, cfg) -> Array:
+  """KL(N(μ_d, σ_d²) ‖ N(0, 1)) per dimension in closed form: [b,d] (sums to `gaussian_kl`)."""
+  del cfg
+  return distributions.normal_kl_standard_per_dim(post.mean, post.log_var)
+
+
 def standard_normal_prior_sample(key: Array, n: int, cfg) -> Array:
   """n draws of N(0, I): [n,d], d = cfg.model.latent_dim."""
   return jax.random.normal(key, (n, cfg.model.latent_dim))
@@ -102,5 +121,8 @@ def standard_normal_prior_sample(key: Array, n: int, cfg) -> Array:
 GAUSSIAN = LatentFamily(
     name="gaussian", posterior="gaussian", sample=gaussian_sample,
     log_prior=standard_normal_log_prior, kl=gaussian_kl, code=sentence_ae.posterior_code,
-    prior_sample=standard_normal_prior_sample)
+    prior_sample=standard_normal_prior_sample, kl_per_dimension=gaussian_kl_per_dimension)
+
+# sMIM: the Gaussian family, with prior samples decoded from N(0, 0.1² I) (seed 000 appendix D.3).
+SMIM_GAUSSIAN = GAUSSIAN._replace(name="smim_gaussian", generation_prior_std=0.1)
 
