@@ -3,7 +3,8 @@
 - `plot_pairwise_histograms`: seed 000 Figure 3, histograms of log p(x_i|z_j) and log q(z_i|x_j)
   for i = j (same sentence) against i ≠ j; overlap means codes that do not tell sentences apart.
 - `plot_melbo_vs_size`: seed 000 Figure 5, the MELBO against the evaluation-set size n
-  (`information.melbo_vs_size`), mean ± one standard deviation over random subsets.
+  (`information.melbo_vs_size`), mean ± one standard deviation over random subsets; labelled as
+  what it is, not a bound on the model's NLL.
 - `plot_class_heatmap`: a labelled heat map, e.g. seed 004 Figure 4 (per-class mean γ_d).
 
 Every function returns the path it wrote. Notation: N sentences, n subset size.
@@ -78,7 +79,7 @@ def plot_melbo_vs_size(result: dict, out_path: str, true_entropy: float | None =
     result: `information.melbo_vs_size` output ("sizes", "mean", "std").
     out_path: the PNG to write.
     true_entropy: a known entropy of the sentences (e.g. the built-in grammar's), drawn as a dashed
-      horizontal line: a valid bound stays above it up to sampling noise.
+      horizontal line: a valid bound stays above it up to sampling noise; MELBO need not.
   """
   sizes = np.asarray(result["sizes"], np.float64)
   mean = np.asarray(result["mean"], np.float64)
@@ -92,10 +93,10 @@ def plot_melbo_vs_size(result: dict, out_path: str, true_entropy: float | None =
     ax.axhline(true_entropy, color="tab:red", linestyle="--", label="true entropy")
   ax.set_xscale("log")
   ax.set_xlabel("subset size n")
-  ax.set_ylabel("NLL bound (nats / sentence)")
+  ax.set_ylabel("MELBO (not a bound on the model's NLL),\nnats / sentence", fontsize=8)
   subsets = result.get("num_subsets")
-  ax.set_title("MELBO vs evaluation-set size" + (f" ({subsets} subsets per n)" if subsets else ""),
-               fontsize=9)
+  ax.set_title("MELBO (not a bound on the model's NLL) vs evaluation-set size"
+               + (f"\n({subsets} subsets per n)" if subsets else ""), fontsize=9)
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(out_path, dpi=110)

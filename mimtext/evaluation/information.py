@@ -187,6 +187,30 @@ def kl_per_dimension(mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
   return np.mean(np.asarray(kl, np.float64), axis=0)
 
 
+def family_kl_summary(family, post, draw, cfg) -> dict:
+  """The KL term of the objective's ELBO over N sentences, by its latent family
+  (`objectives.latents.LatentFamily`): the prior is the model's own (N(0, I), MAT-VAE's
+  spike-and-slab, HSVAE's p(z, γ)).
+
+  post: the N posteriors (`sentence_ae.Posterior`); draw: k draws of them (`family.sample`).
+  Returns "kl_total" (nats per sentence, the mean over sentences) and "kl_per_dimension" [d]
+  (means over sentences, summing to kl_total) where the family has the KL per dimension in closed
+  form; else kl_total = the mean of `family.kl` (Monte Carlo over the k draws where it has no
+  closed form) and "kl_per_dimension_skipped" with the reason. "kl_estimate" says which.
+  """
+  if family.kl_per_dimension is not None:
+    per_dim = np.mean(np.asarray(family.kl_per_dimension(post, cfg), np.float64), axis=0)
+    return {"kl_per_dimension": [float(v) for v in per_dim], "kl_total": float(per_dim.sum()),
+            "kl_estimate": "closed form"}
+  kl = np.asarray(family.kl(post, draw, cfg), np.float64)
+  k = int(np.shape(draw.z)[0])
+  return {"kl_total": float(np.mean(kl)),
+          "kl_estimate": f"Monte Carlo, {k} draw(s) of q per sentence",
+          "kl_per_dimension_skipped": (
+              f"the {family.name} family's KL term has no closed form per dimension (a "
+              "spike-and-slab mixture in its prior); kl_total is its Monte Carlo estimate")}
+
+
 def active_units(means: np.ndarray, threshold: float = 0.01) -> int:
   """Number of latent dimensions with Cov_x(E_q[z_d]) > threshold (Burda et al. 2016): [N,d] → int.
 

@@ -6,14 +6,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Callable, NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
@@ -25,7 +23,9 @@ from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import bounds
 from mimtext.evaluation import generation
 from mimtext.evaluation import information
+from mimtext.evaluation import posthoc_prior
 from mimtext.evaluation import probe
+from mimtext.evaluation import progress as progress_lib
 from mimtext.evaluation import reconstruction
 from mimtext.models import sentence_ae
 
@@ -84,13 +84,14 @@ def describe_scoring(scoring: objectives.common.Scoring) -> dict[str, Any]:
           "word_keep": scoring.word_keep, "deterministic_z": scoring.deterministic_z}
 
 
-def posterior_codes(run: Run, split: corpus_lib.CorpusSplit, *, batch_size: int = 200
-                    ) -> np.ndarray:
+def posterior_codes(run: Run, split: corpus_lib.CorpusSplit, *, batch_size: int = 200,
+                    progress: bool = False, desc: str = "encode") -> np.ndarray:
   """The deterministic code (`sentence_ae.posterior_code`) of every sentence of `split`: [n,d]."""
   pipe = pipeline_lib.BatchPipeline(split.ids, global_batch_size=batch_size, seed=0,
                                     shuffle=False, bucket_batches=0, drop_remainder=False)
   codes = np.zeros((len(split.ids), run.model_cfg.latent_dim), np.float32)
-  for batch in pipe.epoch(0):
+  for batch in progress_lib.bar(pipe.epoch(0), total=pipe.num_batches, desc=desc,
+                                enabled=progress):
     rows = batch["valid"] > 0
     out = reconstruction.posterior_code(run.params, batch["tokens"], batch["lengths"],
                                         run.model_cfg)
@@ -99,24 +100,46 @@ def posterior_codes(run: Run, split: corpus_lib.CorpusSplit, *, batch_size: int 
 
 
 def label_probe(run: Run, train: corpus_lib.CorpusSplit, test: corpus_lib.CorpusSplit,
-                test_codes: np.ndarray, *, max_train: int = 20_000) -> dict[str, Any]:
+                test_codes: np.ndarray, *, max_train: int = 20_000, progress: bool = False
+                ) -> dict[str, Any]:
   """Accuracy of a linear probe of the labels (topic, class) on the codes, fitted on `train`."""
   train = train.head(max_train)
-  train_codes = posterior_codes(run, train)
+  train_codes = posterior_codes(run, train, progress=progress,
+                                desc="linear probe: encode training sentences")
   accuracy = probe.probe_accuracy(train_codes, train.labels, test_codes, test.labels)
   counts = np.bincount(np.asarray(test.labels))
   return {"probe_accuracy": accuracy, "probe_train_size": len(train.ids),
           "probe_majority_rate": float(counts.max() / counts.sum())}
 
 
-def prior_sample_report(run: Run, *, num: int = 100, seed: int = 0, max_len: int = 40
-                        ) -> dict[str, Any]:
-  """Greedy decodes of `num` prior draws: the fraction of distinct sentences and a few of them."""
-  std = generation.default_prior_std(run.obj_cfg)
+def prior_sample_report(run: Run, *, num: int = 100, seed: int = 0, max_len: int = 40,
+                        posthoc: "PosthocPrior | None" = None) -> dict[str, Any]:
+  """Greedy decodes of `num` prior draws: the fraction of distinct sentences and a few of them.
+
+  The prior is the model's own (`generation.model_prior`: N(0, 0.1² I) for sMIM, exact draws of
+  p(z) otherwise). An AE has none: with `posthoc` (a Gaussian-mixture prior) its draws come from
+  the post-hoc prior, said so in "prior"; without one the samples are skipped with the reason
+  ("prior_samples_skipped").
+  """
+  sampler, description = generation.model_prior(run.obj_cfg)
+  out: dict[str, Any] = {}
+  if sampler is None:
+    if posthoc is None or posthoc.log_prob is not posthoc_prior.log_prob:
+      return {"prior_samples_skipped": description + " (and no post-hoc prior was fitted)"}
+    gmm = posthoc.params
+    sampler = lambda key, n: posthoc_prior.sample(gmm, key, n)
+    description = ("the post-hoc prior (a Gaussian mixture fitted to the training set's aggregate "
+                   "posterior: an AE has no prior of its own)")
+  std = objectives.latent_family(run.obj_cfg).generation_prior_std
+  if std is not None:
+    out["prior_std"] = float(std)
   texts = generation.prior_samples(run.params, run.model_cfg, run.vocab,
-                                   jax.random.PRNGKey(seed), num=num, std=std, max_len=max_len,
+                                   jax.random.PRNGKey(seed), num=num, max_len=max_len,
+                                   prior=sampler,
                                    scoring=objectives.common.scoring(run.obj_cfg))
-  return {"prior_std": std, "prior_distinct": len(set(texts)) / num, "prior_samples": texts[:5]}
+  out.update(prior=description, prior_distinct=len(set(texts)) / num, prior_samples=texts[:5],
+             prior_num=num)
+  return out
 
 
 class PosthocPrior(NamedTuple):
@@ -159,10 +182,8 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
   key = jax.random.PRNGKey(seed)
   terms: dict[str, np.ndarray] = {}
   hypotheses: list[str | None] = [None] * n
-  batches = pipe.epoch(0)
-  if progress:
-    batches = tqdm.tqdm(batches, total=pipe.num_batches, desc="evaluate", unit="batch",
-                        leave=False)
+  batches = progress_lib.bar(pipe.epoch(0), total=pipe.num_batches, desc="evaluate",
+                             enabled=progress)
   for i, batch in enumerate(batches):
     extra = {} if posthoc is None else dict(prior_fn=posthoc.log_prob,
                                             prior_params=posthoc.params,
@@ -199,9 +220,9 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
       "examples": [{"data": references[i], "mean_reconstruction": hypotheses[i]}
                    for i in range(min(num_examples, n))],
   })
-  report.update(prior_sample_report(run, seed=seed, max_len=max_len))
+  report.update(prior_sample_report(run, seed=seed, max_len=max_len, posthoc=posthoc))
   if probe_split is not None and probe_split.labels is not None and split.labels is not None:
-    report.update(label_probe(run, probe_split, split, terms["code"]))
+    report.update(label_probe(run, probe_split, split, terms["code"], progress=progress))
   if split.log_probs is not None:
     report.update(true_entropy(split.log_probs, num_words))
   return (report, terms) if return_terms else report
@@ -299,17 +320,37 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
     lines.append(f"linear probe of the label on the codes: accuracy {report['probe_accuracy']:.3f} "
                  f"(fitted on {report['probe_train_size']} training codes; majority class "
                  f"{report['probe_majority_rate']:.3f})")
-  lines.append(f"prior samples z ~ N(0, {report['prior_std']:g}² I), greedy: "
-               f"{100 * report['prior_distinct']:.0f}% distinct of 100")
+  if "posthoc_skipped" in report:
+    lines.append(f"post-hoc prior skipped: {report['posthoc_skipped']}")
+  lines.append(prior_samples_line(report))
   if "true_nll" in report:
     lines.append(f"true per-sentence entropy of the corpus: {report['true_nll']:.3f} ± "
                  f"{report['true_nll_stderr']:.3f} nats (a valid bound cannot go below it)")
-    gap = report["true_nll"] - report.get("melbo_nll", math.inf)
-    if gap > 2 * report["true_nll_stderr"]:
-      lines.append(f"MELBO is {gap:.3f} nats per sentence below the true entropy: it is not a "
-                   "bound on this model's NLL.")
+    if "melbo_nll" in report:
+      lines.append(melbo_gap_line(report["melbo_nll"], report["true_nll"],
+                                  report["true_nll_stderr"]))
   lines += ["", "reconstructions (D data, M greedy from the posterior mean):"]
   for ex in report["examples"]:
     lines += [f"  D: {ex['data']}", f"  M: {ex['mean_reconstruction']}"]
-  lines += ["", "prior samples:"] + [f"  {text}" for text in report["prior_samples"]]
+  if "prior_samples" in report:
+    lines += ["", "prior samples:"] + [f"  {text}" for text in report["prior_samples"]]
   return "\n".join(lines)
+
+
+def prior_samples_line(report: dict[str, Any]) -> str:
+  """What the prior samples of a report show, or why there are none (an AE without a post-hoc
+  prior)."""
+  if "prior_samples_skipped" in report:
+    return f"prior samples skipped: {report['prior_samples_skipped']}"
+  return (f"prior samples z ~ {report['prior']}, greedy: {100 * report['prior_distinct']:.0f}% "
+          f"distinct of {report.get('prior_num', 100)}")
+
+
+def melbo_gap_line(melbo_nll: float, true_nll: float, true_stderr: float) -> str:
+  """MELBO − the built-in corpus's true entropy, always with the caveat that MELBO is no bound on
+  the model's NLL; below the truth by more than 2 standard errors is said so."""
+  gap = melbo_nll - true_nll
+  below = gap < -2 * true_stderr
+  return (f"MELBO − true entropy = {gap:+.3f} nats per sentence (± {true_stderr:.3f})"
+          + (": below the truth, so visibly not a bound on this model's NLL" if below else
+             "; MELBO is not a bound on the model's NLL, so its position proves nothing") + ".")
