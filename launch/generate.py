@@ -270,7 +270,7 @@ def run_sample(ctx: _Context) -> None:
   for i, rows in _chunks(num, _CHUNK, "sample"):
     texts += generation.prior_samples(run.params, run.model_cfg, run.vocab,
                                       jax.random.fold_in(key, i), num=rows.stop - rows.start,
-                                      std=std, prior=prior, **options)
+                                      std=std, prior=prior, objective=run.obj_cfg, **options)
   for text in texts:
     print(f"  {text}")
   if texts:
@@ -300,7 +300,8 @@ def run_reconstruct(ctx: _Context) -> None:
   rows_out: list[dict[str, str]] = []
   for i, rows in _chunks(len(examples), _CHUNK, "reconstruct"):
     rows_out += generation.reconstructions(run.params, run.model_cfg, run.vocab, examples[rows],
-                                           jax.random.fold_in(key, i), **options)
+                                           jax.random.fold_in(key, i), objective=run.obj_cfg,
+                                           **options)
   for k, row in enumerate(rows_out):
     if k:
       print()
@@ -333,7 +334,8 @@ def run_interpolate(ctx: _Context) -> None:
   print(f"  B: {_text(run.vocab, b_ids)}")
   key = ctx.mode_key("interpolate") if _METHOD.value == "sample" else None
   texts = generation.interpolate(run.params, run.model_cfg, run.vocab, a_ids, b_ids,
-                                 num_points=n, key=key, **ctx.decode_options("interpolate"))
+                                 num_points=n, key=key, objective=run.obj_cfg,
+                                 **ctx.decode_options("interpolate"))
   width = len(str(n))
   for k, text in enumerate(texts, 1):
     print(f"  {k:>{width}}. {text}")

@@ -304,9 +304,41 @@ def test_posthoc_bound_under_the_model_prior_equals_the_model_bound(params):
   assert bounds.sentence_terms._cache_size() == before
   assert not np.allclose(moved["posthoc_iw_log_px"], terms["posthoc_iw_log_px"])
   np.testing.assert_array_equal(moved["iw_log_px"], terms["iw_log_px"])
-  with pytest.raises(ValueError, match="proposal_std"):
-    bounds.sentence_terms(params, BATCH, key, cfg, 2, prior_fn=posthoc_prior.log_prob,
-                          prior_params=_standard_normal_gmm(), proposal_std=1.0)
+  with pytest.raises(ValueError, match="proposal_std .*got no prior_fn"):
+    bounds.sentence_terms(params, BATCH, key, cfg, 2, proposal_std=1.0)
+
+
+def test_widened_proposal_raises_sigma_to_the_floor_and_zero_leaves_q():
+  post = sentence_ae.Posterior(jnp.zeros((2, 3)), jnp.log(jnp.array([[0.01, 1.0, 4.0]] * 2)),
+                               jnp.zeros((2, 3)))
+  widened = bounds.widened_proposal(post, jnp.array([0.5, 0.5, 0.5]))
+  np.testing.assert_allclose(jnp.exp(widened.log_var[0]), [0.25, 1.0, 4.0], rtol=1e-6)
+  np.testing.assert_array_equal(bounds.widened_proposal(post, 0.0).log_var, post.log_var)
+  np.testing.assert_allclose(jnp.exp(bounds.fixed_std_proposal(post, jnp.array([1., 2., 3.]))
+                                     .log_var[1]), [1.0, 4.0, 9.0], rtol=1e-6)
+
+
+def test_a_widened_proposal_gives_a_valid_posthoc_bound_of_the_same_likelihood(params,
+                                                                               exact_log_px):
+  """q widened to N(μ, max(σ, s)²) is another proposal of the post-hoc bound: under p̂ = N(0, I)
+  it converges to the quadrature's log p(x) and lies below it in expectation for few draws; the
+  model's own IW bound still comes from q's draws, unchanged."""
+  cfg = _cfg("vae")
+  gmm = _standard_normal_gmm()
+  run = lambda seed, k: jax.device_get(bounds.sentence_terms(
+      params, BATCH, jax.random.PRNGKey(seed), cfg, 1, k, iw_chunk=50,
+      prior_fn=posthoc_prior.log_prob, prior_params=gmm, proposal_std=jnp.array([2.0])))
+  tight = run(0, 2000)
+  np.testing.assert_allclose(tight["posthoc_iw_log_px"], exact_log_px, atol=0.03)
+  few = np.mean([run(s, 2)["posthoc_iw_log_px"] for s in range(20)], axis=0)
+  assert np.all(few < exact_log_px + 0.02), (few, exact_log_px)
+  plain = jax.device_get(bounds.sentence_terms(params, BATCH, jax.random.PRNGKey(0), cfg, 1, 2000,
+                                               iw_chunk=50))
+  np.testing.assert_array_equal(tight["iw_log_px"], plain["iw_log_px"])
+  with pytest.raises(ValueError, match="has no Gaussian posterior"):
+    bounds.sentence_terms(_params(HSVAE_MODEL), BATCH, jax.random.PRNGKey(0),
+                          _cfg("hsvae", HSVAE_MODEL), 1, prior_fn=posthoc_prior.log_prob,
+                          prior_params=gmm, proposal_std=1.0)
 
 
 def test_ae_gets_a_valid_posthoc_bound_from_a_fixed_std_proposal(params, exact_log_px):

@@ -147,11 +147,13 @@ class PosthocPrior(NamedTuple):
 
   log_prob: a module-level pure function (params, z [..., d]) -> [...] (e.g.
   `posthoc_prior.log_prob`); params: its traced parameters (e.g. a `GaussianMixture`);
-  proposal_std: σ of the AE's proposal N(μ(x), σ² I) (None for models with a posterior).
+  proposal_std: s of the bound's proposal (scalar or [d]): the AE's N(μ(x), diag s²), a
+  Gaussian posterior widened to N(μ(x), diag max(σ(x), s)²); None: q(z|x) itself
+  (`bounds.sentence_terms`, `posthoc.proposal_std`).
   """
   log_prob: Callable[[Any, jax.Array], jax.Array]
   params: Any
-  proposal_std: float | None = None
+  proposal_std: Any = None
 
 
 def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: int,
@@ -267,10 +269,10 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
     return (f"{label:<16}{report[name + '_nll']:>10.3f}{report[name + '_nll_no_eos']:>10.3f}"
             + "".join(_ppl(report[f"{name}_ppl{suffix}"]) for suffix, _ in ppl_columns))
 
+  proposal = report.get("posthoc_prior", {}).get("proposal")
   posthoc_note = ("‡ importance-weighted bound under a Gaussian mixture fitted after training to "
-                  "draws of the training set's aggregate posterior (the post-hoc prior): a valid bound on this model's NLL"
-                  + (", with the proposal N(μ(x), σ² I) of an AE" if "bounds_skipped" in report
-                     else ""))
+                  "draws of the training set's aggregate posterior (the post-hoc prior): a valid "
+                  "bound on this model's NLL" + (f"; proposal {proposal}" if proposal else ""))
   if "bounds_skipped" in report:
     lines.append(f"no bounds of the model's own: {report['bounds_skipped']}")
     lines.append(f"reconstruction −log p(x|μ): {report['rec']:.3f} nats/sentence "

@@ -117,9 +117,13 @@ def section_bounds(ctx: Context) -> dict[str, Any]:
     else:
       gmm, fit_info = posthoc.load_or_fit(ctx.run, source[1], refit=o.posthoc_refit, seed=o.seed,
                                           progress=o.progress)
-      fit_info = {"posthoc_prior": {**fit_info, "fitted_on": source[0]}}
-      prior = runner.PosthocPrior(posthoc_prior.log_prob, gmm, fit_info["posthoc_prior"].get(
-          "ae_proposal_std") if ctx.scoring.deterministic_z else None)
+      std = posthoc.proposal_std(fit_info)
+      if std is None and ctx.scoring.deterministic_z:
+        std = fit_info["ae_proposal_std"]
+      fit_info = {"posthoc_prior": {
+          **fit_info, "fitted_on": source[0],
+          "proposal": posthoc.describe_proposal(fit_info, ctx.scoring.deterministic_z)}}
+      prior = runner.PosthocPrior(posthoc_prior.log_prob, gmm, std)
   report, terms = runner.evaluate_split(
       ctx.run, ctx.split, num_z_samples=o.num_z_samples, iw_samples=o.iw_samples, seed=o.seed,
       batch_size=o.batch_size, max_decode_len=o.max_decode_len,
@@ -529,9 +533,7 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
         p = b["posthoc_prior"]
         lines.append(f"Post-hoc prior: a {p['num_components']}-component Gaussian mixture fitted "
                      f"to {p['num_codes']} draws z ~ q(z|x) of the {p['fitted_on']} split (held-out "
-                     f"log-likelihood per K: {p['scores']})" +
-                     (f"; AE proposal N(μ(x), {p['ae_proposal_std']:.3g}² I)"
-                      if "ae_proposal_std" in p else "") + ".")
+                     f"log-likelihood per K: {p['scores']}); proposal {p['proposal']}.")
     if "bounds_skipped" in b:
       lines += ["", f"No likelihood bounds of the model's own: {b['bounds_skipped']}"]
     if "posthoc_skipped" in b:
