@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import subprocess
 import sys
 
 import jax
@@ -20,6 +19,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import run_subprocess
 import mimtext
 from launch.configs import base
 from mimtext import api
@@ -86,8 +86,7 @@ def _variant(model, **fields) -> api.SentenceModel:
 def test_import_mimtext_does_not_import_jax_until_load_is_touched():
   code = ("import sys, mimtext; assert 'jax' not in sys.modules, 'jax imported'; "
           "assert 'load' in dir(mimtext); print(mimtext.__version__)")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                        timeout=120)
+  proc = run_subprocess([sys.executable, "-c", code], 40, cwd=REPO)
   assert proc.returncode == 0, proc.stderr
   assert mimtext.load is api.load and mimtext.SentenceModel is api.SentenceModel
   with pytest.raises(AttributeError, match="no attribute 'nope'"):
@@ -275,8 +274,8 @@ def test_launch_encode_writes_one_row_per_line(model, workdir, tmp_path):
       "MIMTEXT_TEST_JAX_CACHE", "/tmp/mimtext_test_jax_cache"))
 
   def run(*args):
-    return subprocess.run([sys.executable, "-m", "launch.encode", f"--workdir={workdir}", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return run_subprocess([sys.executable, "-m", "launch.encode", f"--workdir={workdir}", *args],
+                          200, cwd=REPO, env=env)
 
   missing = run(f"--input={tmp_path / 'nope.txt'}", f"--output={tmp_path / 'x.npy'}")
   assert missing.returncode == 1

@@ -6,12 +6,12 @@ import dataclasses
 import os
 import pathlib
 import re
-import subprocess
 import sys
 
 import ml_collections
 import pytest
 
+from conftest import run_subprocess
 from launch.configs import base
 from mimtext import experiment
 from mimtext import objectives
@@ -23,8 +23,7 @@ DATACLASSES = (sentence_ae.ModelConfig, objectives.ObjectiveConfig)
 
 def _train(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300, check=False)
+  return run_subprocess([sys.executable, "-m", "launch.train", *args], 100, cwd=REPO, env=env)
 
 
 def _squeeze(text: str) -> str:

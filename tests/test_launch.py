@@ -4,7 +4,6 @@ import glob
 import json
 import os
 import pathlib
-import subprocess
 import sys
 
 from absl import flags
@@ -13,6 +12,7 @@ import ml_collections
 from ml_collections import config_flags
 import pytest
 
+from conftest import run_subprocess
 from launch.configs import base
 from mimtext import experiment
 from mimtext import train as train_lib
@@ -29,8 +29,7 @@ TINY = ["--config.model.embed_dim=8", "--config.model.hidden_dim=16", "--config.
 def _run(module, *args, check=True):
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ.get(
       "MIMTEXT_TEST_JAX_CACHE", "/tmp/mimtext_test_jax_cache"), JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = run_subprocess([sys.executable, "-m", module, *args], 100, cwd=REPO, env=env)
   if check and proc.returncode != 0:
     raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
   return proc
