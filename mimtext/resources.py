@@ -104,7 +104,8 @@ def check_config_fits(config, available: int | None = None) -> MemoryEstimate | 
   """`check_training_fits` before any work, when the corpus (so the vocabulary size and the
   longest sentence) is not known yet: the estimate at the smallest vocabulary (the special tokens
   plus a word) and sentence, a lower bound of what `train.build_training_setup` checks later, so
-  a config refused here would be refused there too (e.g. `--config.model.latent_dim=100000000` under `--dry_run`).
+  a config refused here would be refused there too (e.g. `--config.model.latent_dim=100000000`
+  under `--dry_run`).
 
   Skipped (None) under `distributed`, whose devices are known only after initialisation.
 
