@@ -22,7 +22,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # trained twice under `-n 2`; with `--dist=loadgroup` (setup.cfg) the tests of one fixture
 # instance share a worker and the run is trained once.
 _TRAINED_RUN_FIXTURES = ("quickstart_report", "quickstart_run", "workdir", "four_steps",
-                         "uninterrupted", "tiny_run", "one_device_run")
+                         "uninterrupted", "tiny_run", "one_device_run", "hsvae_suite")
 
 
 def xdist_group_of(item) -> str | None:
