@@ -47,6 +47,9 @@ _MAX_SENTENCES = flags.DEFINE_integer(
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's data directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the z samples.")
 _PLOT = flags.DEFINE_bool("plot", True, "Also draw the run's training curves into W/curves.png.")
+_PROGRESS = flags.DEFINE_bool(
+    "progress", None, "Progress bars on stderr (default: when stderr is a terminal, so a log file "
+    "gets no carriage-return lines).")
 
 _SUITE = flags.DEFINE_string(
     "suite", ",".join(suite_lib.DEFAULT_SUITE),
@@ -110,7 +113,8 @@ def main(argv):
       seed=_SEED.value, max_decode_len=run.config.eval.max_decode_len, posthoc=_POSTHOC.value,
       posthoc_refit=_POSTHOC_REFIT.value, histogram_sentences=_HIST.value,
       melbo_subsets=_MELBO_SUBSETS.value, qa_questions=_QA_QUESTIONS.value,
-      classify_max_sentences=_CLASSIFY_MAX.value, data_root=_DATA_ROOT.value)
+      classify_max_sentences=_CLASSIFY_MAX.value, data_root=_DATA_ROOT.value,
+      progress=sys.stderr.isatty() if _PROGRESS.value is None else _PROGRESS.value)
   results = suite_lib.run_suite(run, corpus, _SPLIT.value, split, sections, options,
                                 log=lambda line: print(line, file=sys.stderr))
   report = dict(results.pop("bounds", {}))
