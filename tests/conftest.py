@@ -31,10 +31,12 @@ def xdist_group_of(item) -> str | None:
     if name in getattr(item, "fixturenames", ()):
       param = getattr(item, "callspec", None)
       param = param.params.get(name, "") if param is not None else ""
-      return f"{item.module.__name__}:{name}[{param}]"
+      # No "]" in the name: xdist reads "...]@group]" as a test parameter, not a group.
+      return f"{item.module.__name__}:{name}:{param}"
   return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into groups
 def pytest_collection_modifyitems(items):
   for item in items:
     group = xdist_group_of(item)
