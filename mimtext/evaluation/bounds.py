@@ -278,8 +278,8 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
     proposal = widened_proposal(post, proposal_std)
     widened_fn = lambda k: posthoc(params, proposal, k, batch, cfg, latents.GAUSSIAN,
                                    model_prior=False)
-    widened = stream_draws(widened_fn, jax.random.fold_in(key, _WIDENED_STREAM), iw_samples, iw_chunk, 0,
-                           iw_samples)
+    widened = stream_draws(widened_fn, jax.random.fold_in(key, _WIDENED_STREAM), iw_samples,
+                           iw_chunk, 0, iw_samples)
     out.update(_finish({name: v for name, v in widened.items() if name.startswith("posthoc")},
                        0, iw_samples))
   first = family.sample(jax.random.fold_in(key, 0), post, cfg, scoring.num_latents)
