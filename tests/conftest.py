@@ -26,7 +26,7 @@ _TRAINED_RUN_FIXTURES = ("quickstart_report", "quickstart_run", "workdir", "four
 
 
 def xdist_group_of(item) -> str | None:
-  """The xdist group of a test that uses a trained-run fixture: module, fixture and its parameter."""
+  """The xdist group of a test that uses a trained-run fixture: module, fixture, its parameter."""
   for name in _TRAINED_RUN_FIXTURES:
     if name in getattr(item, "fixturenames", ()):
       param = getattr(item, "callspec", None)
