@@ -37,6 +37,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mimtext import kernels
+
 Array = jax.Array
 Params = dict[str, Any]
 
@@ -68,17 +70,18 @@ def init_dense(key: Array, in_dim: int, out_dim: int, *, bias: bool = True) -> P
   return params
 
 
-def dense(params: Params, x: Array) -> Array:
+def dense(params: Params, x: Array, *, matmul_dtype: str = "float32") -> Array:
   """Affine map y = x W + b over the last axis.
 
   Args:
     params: ``{"w": [i, o], "b": [o]}`` (bias optional).
     x: ``[..., i]`` with any leading dims.
+    matmul_dtype: operand dtype of x W, accumulated in float32 (``kernels.matmul``).
 
   Returns:
     ``[..., o]``.
   """
-  y = x @ params["w"]
+  y = kernels.matmul(x, params["w"], matmul_dtype)
   if "b" in params:
     y = y + params["b"]
   return y
@@ -224,7 +227,8 @@ class CellKind(NamedTuple):
     gates: G, the number of gate blocks stacked in ``w_i [e, G·h]``, ``w_h [h, G·h]``,
       ``b_i [G·h]``, ``b_h [G·h]``.
     init: ``(key, in_dim, hidden_dim) -> params`` (``init_gru`` / ``init_lstm``).
-    step: ``(params, x_proj [b, G·h], state) -> new state`` (``gru_cell`` / ``lstm_cell``).
+    step: ``(params, x_proj [b, G·h], state, *, matmul_dtype) -> new state`` (``gru_cell`` /
+      ``lstm_cell``).
     initial_state: ``h0 [b, h]`` (or an already complete state, passed through) -> the state.
     hidden: ``state -> h [b, h]``, the part of the state a layer outputs.
   """
@@ -251,36 +255,43 @@ def _init_gated(key: Array, in_dim: int, hidden_dim: int, gates: int) -> Params:
   }
 
 
-def _input_projection(params: Params, x: Array) -> Array:
+def _input_projection(params: Params, x: Array, matmul_dtype: str = "float32") -> Array:
   """Input-to-hidden projection of every step at once: x W_i + b_i, ``[..., e] -> [..., gates·h]``."""
-  return x @ params["w_i"] + params["b_i"]
+  return kernels.matmul(x, params["w_i"], matmul_dtype) + params["b_i"]
 
 
 def _masked_scan(kind: CellKind, params: Params, x: Array, mask: Array, state0: State | None,
-                 reverse: bool) -> tuple[Array, State]:
+                 reverse: bool, matmul_dtype: str = "float32") -> tuple[Array, State]:
   """The masked, optionally per-row-reversed recurrence of every cell kind.
 
   The input projection of every step is one matmul here, outside the scan (only h W_h runs
   inside). ``state0`` is a complete state (see ``CellKind.initial_state``) or None for zeros.
   Padded steps keep the state and output zeros. Returns (outputs [b,t,h], last state).
+  The GRU runs as ``kernels.gru_scan`` (the same values, a faster backward pass); other cells as a
+  ``lax.scan`` of their step.
   """
   mask = mask.astype(bool)
   lengths = jnp.sum(mask, axis=1)
   if reverse:
     x = reverse_padded(x, lengths)
-  x_proj = _input_projection(params, x)                 # [b, t, gates·h], hoisted out of the scan
+  x_proj = _input_projection(params, x, matmul_dtype)   # [b, t, gates·h], hoisted out of the scan
   if state0 is None:
     state0 = kind.initial_state(jnp.zeros((x.shape[0], params["w_h"].shape[0]), x_proj.dtype))
+  x_proj, mask_t = jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1)   # time-major
 
-  def step(state, inputs):
-    xp_t, m_t = inputs                                   # [b, gates·h], [b]
-    new = kind.step(params, xp_t, state)
-    keep = m_t[:, None]
-    state = jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, state)
-    h_new = kind.hidden(new)
-    return state, jnp.where(keep, h_new, jnp.zeros_like(h_new))
+  if kind is GRU_KIND:
+    outputs, last = kernels.gru_scan(params["w_h"], params["b_h"], x_proj, mask_t, state0,
+                                     matmul_dtype)
+  else:
+    def step(state, inputs):
+      xp_t, m_t = inputs                                 # [b, gates·h], [b]
+      new = kind.step(params, xp_t, state, matmul_dtype=matmul_dtype)
+      keep = m_t[:, None]
+      state = jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o), new, state)
+      h_new = kind.hidden(new)
+      return state, jnp.where(keep, h_new, jnp.zeros_like(h_new))
 
-  last, outputs = jax.lax.scan(step, state0, (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1)))
+    last, outputs = jax.lax.scan(step, state0, (x_proj, mask_t))
   outputs = jnp.swapaxes(outputs, 0, 1)                  # [b, t, h]
   if reverse:
     outputs = reverse_padded(outputs, lengths)
@@ -294,7 +305,8 @@ def _init_bidirectional(init: Callable, key: Array, in_dim: int, hidden_dim: int
 
 
 def _bidirectional_scan(kind: CellKind, params: Params, x: Array, mask: Array,
-                        state0: State | None) -> tuple[Array, State]:
+                        state0: State | None, matmul_dtype: str = "float32"
+                        ) -> tuple[Array, State]:
   """A forward and a reversed ``_masked_scan``, concatenated: (outputs [b,t,2h], last state).
 
   ``state0``: a complete state whose every array is ``[b, 2h] = [forward | backward]``, or None.
@@ -304,8 +316,8 @@ def _bidirectional_scan(kind: CellKind, params: Params, x: Array, mask: Array,
   if state0 is not None:
     s0_f = jax.tree_util.tree_map(lambda a: jnp.split(a, 2, axis=-1)[0], state0)
     s0_b = jax.tree_util.tree_map(lambda a: jnp.split(a, 2, axis=-1)[1], state0)
-  out_f, last_f = _masked_scan(kind, params["fwd"], x, mask, s0_f, False)
-  out_b, last_b = _masked_scan(kind, params["bwd"], x, mask, s0_b, True)
+  out_f, last_f = _masked_scan(kind, params["fwd"], x, mask, s0_f, False, matmul_dtype)
+  out_b, last_b = _masked_scan(kind, params["bwd"], x, mask, s0_b, True, matmul_dtype)
   last = jax.tree_util.tree_map(lambda f, b: jnp.concatenate([f, b], axis=-1), last_f, last_b)
   return jnp.concatenate([out_f, out_b], axis=-1), last
 
@@ -323,18 +335,19 @@ def init_gru(key: Array, in_dim: int, hidden_dim: int) -> Params:
 gru_input_projection = _input_projection  # [..., e] -> [..., 3h]
 
 
-def gru_cell(params: Params, x_proj: Array, h: Array) -> Array:
+def gru_cell(params: Params, x_proj: Array, h: Array, *, matmul_dtype: str = "float32") -> Array:
   """One GRU step from a precomputed input projection (equations in the module docstring).
 
   Args:
     params: GRU params (only ``w_h`` and ``b_h`` are read).
     x_proj: ``[b, 3h]`` = x W_i + b_i (``gru_input_projection``).
     h: ``[b, h]`` previous state.
+    matmul_dtype: operand dtype of h W_h (``kernels.matmul``).
 
   Returns:
     ``[b, h]`` new state h' = (1 − z) ⊙ n + z ⊙ h.
   """
-  h_proj = h @ params["w_h"] + params["b_h"]
+  h_proj = kernels.matmul(h, params["w_h"], matmul_dtype) + params["b_h"]
   x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
   h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
   r = jax.nn.sigmoid(x_r + h_r)
@@ -352,7 +365,7 @@ GRU_KIND = CellKind(gates=3, init=init_gru, step=gru_cell, initial_state=_identi
 
 
 def gru(params: Params, x: Array, mask: Array, *, h0: Array | None = None,
-        reverse: bool = False) -> tuple[Array, Array]:
+        reverse: bool = False, matmul_dtype: str = "float32") -> tuple[Array, Array]:
   """Runs a masked GRU over a padded batch with ``jax.lax.scan``.
 
   The input projection x W_i + b_i of the whole sequence is one matmul outside the scan; only
@@ -373,7 +386,7 @@ def gru(params: Params, x: Array, mask: Array, *, h0: Array | None = None,
     after the last token read (for ``reverse``, after the first token of the row), ``h0`` if the row
     has no real token.
   """
-  return _masked_scan(GRU_KIND, params, x, mask, h0, reverse)
+  return _masked_scan(GRU_KIND, params, x, mask, h0, reverse, matmul_dtype)
 
 
 def init_bigru(key: Array, in_dim: int, hidden_dim: int) -> Params:
@@ -412,19 +425,21 @@ def init_lstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
 lstm_input_projection = _input_projection  # [..., e] -> [..., 4h]
 
 
-def lstm_cell(params: Params, x_proj: Array, state: LstmState) -> LstmState:
+def lstm_cell(params: Params, x_proj: Array, state: LstmState, *,
+              matmul_dtype: str = "float32") -> LstmState:
   """One LSTM step from a precomputed input projection (equations in the module docstring).
 
   Args:
     params: LSTM params (only ``w_h`` and ``b_h`` are read).
     x_proj: ``[b, 4h]`` = x W_i + b_i (``lstm_input_projection``).
     state: ``(h [b, h], c [b, h])`` previous hidden and cell states.
+    matmul_dtype: operand dtype of h W_h (``kernels.matmul``).
 
   Returns:
     ``(h' [b, h], c' [b, h])`` with c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
   """
   h, c = state
-  gates = x_proj + h @ params["w_h"] + params["b_h"]
+  gates = x_proj + kernels.matmul(h, params["w_h"], matmul_dtype) + params["b_h"]
   g_i, g_f, g_g, g_o = jnp.split(gates, 4, axis=-1)
   c_new = jax.nn.sigmoid(g_f) * c + jax.nn.sigmoid(g_i) * jnp.tanh(g_g)
   h_new = jax.nn.sigmoid(g_o) * jnp.tanh(c_new)
@@ -448,7 +463,7 @@ LSTM_KIND = CellKind(gates=4, init=init_lstm, step=lstm_cell, initial_state=_lst
 
 
 def lstm(params: Params, x: Array, mask: Array, *, h0: Array | LstmState | None = None,
-         reverse: bool = False) -> tuple[Array, LstmState]:
+         reverse: bool = False, matmul_dtype: str = "float32") -> tuple[Array, LstmState]:
   """Runs a masked LSTM over a padded batch with ``jax.lax.scan``; same semantics as ``gru``.
 
   The input projection x W_i + b_i of the whole sequence is one matmul outside the scan; only
@@ -471,7 +486,7 @@ def lstm(params: Params, x: Array, mask: Array, *, h0: Array | LstmState | None 
     first token of the row), ``h0`` if the row has no real token.
   """
   h0 = None if h0 is None else _lstm_state(h0)
-  return _masked_scan(LSTM_KIND, params, x, mask, h0, reverse)
+  return _masked_scan(LSTM_KIND, params, x, mask, h0, reverse, matmul_dtype)
 
 
 def init_bilstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
@@ -540,7 +555,8 @@ def init_rnn(key: Array, cell: str, in_dim: int, hidden_dim: int) -> Params:
 
 
 def rnn(params: Params, cell: str, x: Array, mask: Array, *,
-        h0: Array | LstmState | None = None, reverse: bool = False) -> tuple[Array, Array]:
+        h0: Array | LstmState | None = None, reverse: bool = False,
+        matmul_dtype: str = "float32") -> tuple[Array, Array]:
   """Masked recurrent layer of type ``cell``: ``gru`` or ``lstm`` with the same semantics.
 
   Args:
@@ -551,6 +567,7 @@ def rnn(params: Params, cell: str, x: Array, mask: Array, *,
     h0: ``[b, h]`` initial hidden state (for "lstm" the cell state starts at 0), or for "lstm" a
       tuple ``(h [b, h], c [b, h])``; zeros if None.
     reverse: read each row's real tokens last-to-first (see ``gru``).
+    matmul_dtype: operand dtype of the matmuls, accumulated in float32 (``kernels.matmul``).
 
   Returns:
     ``(outputs [b, t, h], last_h [b, h])``; for "lstm" ``last_h`` is the h part of the last state
@@ -561,7 +578,7 @@ def rnn(params: Params, cell: str, x: Array, mask: Array, *,
   """
   kind = cell_kind(cell)
   state0 = None if h0 is None else kind.initial_state(h0)
-  outputs, last = _masked_scan(kind, params, x, mask, state0, reverse)
+  outputs, last = _masked_scan(kind, params, x, mask, state0, reverse, matmul_dtype)
   return outputs, kind.hidden(last)
 
 
@@ -584,7 +601,8 @@ def init_birnn(key: Array, cell: str, in_dim: int, hidden_dim: int) -> Params:
 
 
 def birnn(params: Params, cell: str, x: Array, mask: Array, *,
-          h0: Array | LstmState | None = None) -> tuple[Array, Array]:
+          h0: Array | LstmState | None = None,
+          matmul_dtype: str = "float32") -> tuple[Array, Array]:
   """Bidirectional masked recurrent layer of type ``cell`` (``bigru`` or ``bilstm``).
 
   Args:
@@ -604,7 +622,7 @@ def birnn(params: Params, cell: str, x: Array, mask: Array, *,
   """
   kind = cell_kind(cell)
   state0 = None if h0 is None else kind.initial_state(h0)
-  outputs, last = _bidirectional_scan(kind, params, x, mask, state0)
+  outputs, last = _bidirectional_scan(kind, params, x, mask, state0, matmul_dtype)
   return outputs, kind.hidden(last)
 
 

@@ -255,11 +255,25 @@ def test_rnn_input_projection_hoisted(setup, cell, gates):
   _, x, mask, _ = setup
   params = nn.init_rnn(jax.random.key(0), cell, E, H)
   closed = jax.make_jaxpr(lambda p, xx, m: nn.rnn(p, cell, xx, m, reverse=True))(params, x, mask)
-  scans = [e for e in closed.jaxpr.eqns if e.primitive.name == "scan"]
+  scans = _find_eqns(closed.jaxpr, "scan")      # the GRU's scan sits inside its custom_vjp
   assert len(scans) == 1
   assert _count_dots(scans[0].params["jaxpr"].jaxpr) == 1
   outer = [e for e in closed.jaxpr.eqns if e.primitive.name == "dot_general"]
   assert len(outer) == 1 and outer[0].outvars[0].aval.shape == (B, T, gates * H)
+
+
+def _find_eqns(jaxpr, name: str) -> list:
+  """Every equation called `name` in `jaxpr` and the jaxprs nested in its equations' params."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == name:
+      found.append(eqn)
+      continue
+    for value in eqn.params.values():
+      inner = getattr(value, "jaxpr", value)
+      if hasattr(inner, "eqns"):
+        found += _find_eqns(inner, name)
+  return found
 
 
 @pytest.mark.parametrize("cell, gates", [("gru", 3), ("lstm", 4)])

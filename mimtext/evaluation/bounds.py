@@ -77,8 +77,8 @@ def log_likelihood_terms(params, zs: Array, tokens: Array, lengths: Array,
   model = cfg.model
   hidden = jax.vmap(lambda z: sentence_ae.decoder_hidden(
       params, z, tokens, lengths, model, word_keep_rate=scoring.word_keep))(zs)
-  logits = sentence_ae.output_logits(params, hidden.mean(axis=0))
-  per_token = sentence_ae.token_log_likelihoods(logits, tokens, lengths)
+  per_token = sentence_ae.target_log_likelihoods(params, hidden.mean(axis=0), tokens, lengths,
+                                                 model)
   log_eos = jnp.take_along_axis(per_token, (lengths - 2)[:, None], axis=1)[:, 0]
   return per_token.sum(axis=1), log_eos
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from mimtext import distributions
+from mimtext import kernels
 from mimtext import nn
 from mimtext import sparse_distributions
 from mimtext import special_tokens
@@ -104,6 +105,11 @@ class ModelConfig:
                                       "floor + softplus(raw) (DESIGN §7; authors' code: 1e-5).")
   init_scale: float = _field(0.0, "0 = the per-layer PyTorch-style defaults of `nn`; s > 0: every "
                              "weight, bias and embedding ~ U(−s, s) (seed 003 §5.1: 0.1).")
+  # Not from a paper: mixed precision (benchmarks/README.md measures it). Parameters, gates and
+  # the softmax stay float32; only the matmul operands are rounded.
+  matmul_dtype: str = _field("float32", 'Operands of the RNN and output-layer matmuls under '
+                             'teacher forcing, accumulated in float32: "float32" or "bfloat16" '
+                             "(AMX / AVX512-BF16 CPUs, GPUs, TPUs).")
 
   def __post_init__(self):
     for name, allowed in (("floor_mode", FLOOR_MODES), ("summary", SUMMARIES),
@@ -125,6 +131,7 @@ class ModelConfig:
       raise ValueError(f"concentration_floor must be positive, got {self.concentration_floor}")
     if not self.init_scale >= 0:
       raise ValueError(f"init_scale must be >= 0 (0 = the default init), got {self.init_scale}")
+    kernels.check_matmul_dtype(self.matmul_dtype)
 
   @property
   def summary_dim(self) -> int:
@@ -249,10 +256,10 @@ def encoder_summary(params: Params, tokens: Array, lengths: Array, cfg: ModelCon
     dropout_key = None
   x = _embed_dropped(params, words, cfg, dropout_key)
   if cfg.bidirectional:
-    outputs, last = nn.birnn(params["encoder"], cfg.cell, x, mask)
+    outputs, last = nn.birnn(params["encoder"], cfg.cell, x, mask, matmul_dtype=cfg.matmul_dtype)
   else:
     outputs, last = nn.rnn(params["encoder"], cfg.cell, x, mask,
-                           reverse=cfg.reverse_encoder_input)
+                           reverse=cfg.reverse_encoder_input, matmul_dtype=cfg.matmul_dtype)
   if cfg.summary == "mean":
     summary = nn.summary_mean(outputs, mask)
   elif cfg.summary == "attention":
@@ -375,20 +382,42 @@ def decoder_hidden(params: Params, z: Array, tokens: Array, lengths: Array, cfg:
           else None)
   x = concat_decoder_input(DecoderInput(word=x, z=z_in))
   hidden, _ = nn.rnn(params["decoder"], cfg.cell, x, mask,
-                     h0=decoder_initial_state(params, code, cfg))
+                     h0=decoder_initial_state(params, code, cfg), matmul_dtype=cfg.matmul_dtype)
+  return hidden
+
+
+def _output_dropped(hidden: Array, cfg: ModelConfig | None, dropout_key: Array | None) -> Array:
+  """Decoder states through `cfg.output_dropout` when `dropout_key` is given (training)."""
+  if dropout_key is not None and cfg is not None and cfg.output_dropout > 0:
+    hidden = nn.dropout(jax.random.fold_in(dropout_key, 1), hidden, cfg.output_dropout,
+                        deterministic=False)
   return hidden
 
 
 def output_logits(params: Params, hidden: Array, cfg: ModelConfig | None = None,
                   dropout_key: Array | None = None) -> Array:
-  """Logits of the next token from decoder states: [..., h] → [..., v].
+  """Logits of the next token from decoder states: [..., h] → [..., v] (float32 matmul).
 
   With `dropout_key` (training) the states first go through `cfg.output_dropout`.
   """
-  if dropout_key is not None and cfg is not None and cfg.output_dropout > 0:
-    hidden = nn.dropout(jax.random.fold_in(dropout_key, 1), hidden, cfg.output_dropout,
-                        deterministic=False)
-  return nn.dense(params["out"], hidden)
+  return nn.dense(params["out"], _output_dropped(hidden, cfg, dropout_key))
+
+
+def target_log_likelihoods(params: Params, hidden: Array, tokens: Array, lengths: Array,
+                           cfg: ModelConfig, dropout_key: Array | None = None) -> Array:
+  """log p(x^k | x^{<k}, z) of every target token from decoder states, 0 at padding: [b,t-1].
+
+  The same values as `token_log_likelihoods(output_logits(...))`, through the fused
+  `kernels.linear_log_likelihood` (no [b, t-1, v] log-probabilities, `cfg.matmul_dtype` operands).
+  hidden: [b,t-1,h] (`decoder_hidden`); targets are tokens[:, 1:].
+  """
+  hidden = _output_dropped(hidden, cfg, dropout_key)
+  targets = tokens[:, 1:]
+  b, t = targets.shape
+  per_token = kernels.linear_log_likelihood(
+      hidden.reshape(b * t, -1), params["out"]["w"], params["out"]["b"], targets.reshape(-1),
+      cfg.matmul_dtype).reshape(b, t)
+  return jnp.where(nn.sequence_mask(lengths - 1, t), per_token, 0.0)
 
 
 def decoder_logits(params: Params, z: Array, tokens: Array, lengths: Array, cfg: ModelConfig,
@@ -424,8 +453,10 @@ def sentence_log_likelihood(params: Params, z: Array, tokens: Array, lengths: Ar
   With include_eos=False the final <eos> term is left out (PPL without <eos>, seed 000 §4.3).
   Keyword arguments (dropout and word dropout) go to `decoder_hidden`.
   """
-  logits = decoder_logits(params, z, tokens, lengths, cfg, **kwargs)
-  return _sum_tokens(token_log_likelihoods(logits, tokens, lengths), lengths, include_eos)
+  hidden = decoder_hidden(params, z, tokens, lengths, cfg, **kwargs)
+  per_token = target_log_likelihoods(params, hidden, tokens, lengths, cfg,
+                                     kwargs.get("dropout_key"))
+  return _sum_tokens(per_token, lengths, include_eos)
 
 
 def multi_sample_log_likelihood(params: Params, zs: Array, tokens: Array, lengths: Array,
@@ -462,6 +493,6 @@ def multi_sample_log_likelihood(params: Params, zs: Array, tokens: Array, length
     hidden = jax.vmap(lambda z, j: decoder_hidden(
         params, z, tokens, lengths, cfg, **sample_keys(j), **kwargs))(zs, jnp.arange(k))
     out_key = dropout_key if (k == 1 or dropout_key is None) else jax.random.fold_in(dropout_key, k)
-    logits = output_logits(params, hidden.mean(axis=0), cfg, out_key)
-    return _sum_tokens(token_log_likelihoods(logits, tokens, lengths), lengths, include_eos)
+    per_token = target_log_likelihoods(params, hidden.mean(axis=0), tokens, lengths, cfg, out_key)
+    return _sum_tokens(per_token, lengths, include_eos)
   raise ValueError(f"average must be 'loss' or 'hidden', got {average!r}")
