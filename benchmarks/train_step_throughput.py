@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -75,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--torch_padded", action="store_true",
                  help="also time the torch reference without sort / packing, each batch padded "
                       "to its longest sentence (skipped with --only jax)")
+  p.add_argument("--jax_bf16", action="store_true",
+                 help="also time mimtext with bfloat16 matmul operands (model.matmul_dtype="
+                      "bfloat16) beside the flagfile's precision, in the same rounds")
   p.add_argument("--jax_platform", default="cpu",
                  help="JAX_PLATFORMS for the JAX side ('cpu', 'gpu', ...); '' leaves JAX's default")
   p.add_argument("--torch_device", default="cpu")
@@ -106,6 +110,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                  help="rows per batch (default: the config's batch_size, 20)")
   p.add_argument("--latent_dim", type=int, default=None,
                  help="overrides config.model.latent_dim (default: the flagfile's, 128)")
+  p.add_argument("--matmul_dtype", choices=("float32", "bfloat16"), default=None,
+                 help="overrides config.model.matmul_dtype, mimtext's matmul operands (default: "
+                      "the flagfile's); the PyTorch reference stays float32")
   p.add_argument("--data_dir", default=None,
                  help="PTB directory with train.txt (default: $MIMTEXT_DATA/ptb, else "
                       "../shared/data/ptb); 'random' forces random sentences with PTB's lengths")
@@ -194,6 +201,8 @@ def load_config(args):
     config.batch_size = args.batch_size
   if args.latent_dim is not None:
     config.model.latent_dim = args.latent_dim
+  if args.matmul_dtype is not None:
+    config.model.matmul_dtype = args.matmul_dtype
   config.seed = args.seed
   config.num_devices = 1
   config.data.use_tfds = False  # the plain text files: the same ids, without preparing TFDS
@@ -239,7 +248,7 @@ def describe_options(model_cfg, obj_cfg, config) -> dict:
   """The options that shape the timed step, for the printout and the JSON."""
   m = model_cfg
   return {"vocab_size": m.vocab_size, "embed_dim": m.embed_dim, "hidden_dim": m.hidden_dim,
-          "latent_dim": m.latent_dim, "cell": m.cell, "condition": m.condition,
+          "latent_dim": m.latent_dim, "matmul_dtype": m.matmul_dtype, "cell": m.cell, "condition": m.condition,
           "embed_dropout": m.embed_dropout, "embed_dropout_scope": m.embed_dropout_scope,
           "encoder_reads_sos": m.encoder_reads_sos,
           "reverse_encoder_input": m.reverse_encoder_input, "log_var_floor": m.log_var_floor,
@@ -505,11 +514,18 @@ class TorchRunner:
 # ----------------------------------------------------------------------------- check and report
 
 
-def check_init(runners: dict, batch, vocab_size: int) -> list[str]:
+def _matmul_dtype(runner) -> str:
+  cfg = getattr(runner, "model_cfg", None)
+  return getattr(cfg, "matmul_dtype", "float32")
+
+
+def check_init(runners: dict, batch, vocab_size: int, tolerance: float = 1e-4) -> list[str]:
   """Init losses on one batch: finite and of the expected size; equal weights agree exactly.
 
   At init the decoder is close to uniform, so −log p(x|z) ≈ log(v) per target token, and with
-  log σ² ≈ 0 the latent term −½(log q + log N) ≈ ½ d (log 2π + 1) per sentence.
+  log σ² ≈ 0 the latent term −½(log q + log N) ≈ ½ d (log 2π + 1) per sentence. `tolerance`: the
+  largest relative difference of log p(x|z) accepted (1e-4 for float32 matmuls; bfloat16
+  operands round to 3 significant digits, 1e-2).
   """
   lines = []
   sentences = float(np.sum(batch["valid"]))
@@ -529,11 +545,14 @@ def check_init(runners: dict, batch, vocab_size: int) -> list[str]:
   if "jax" in results:
     for name in (n for n in results if n != "jax"):
       a, b = results["jax"][1], results[name][1]
+      # bfloat16 operands round to 3 significant digits: a looser bound where either side has them.
+      low = any(_matmul_dtype(runners[n]) != "float32" for n in ("jax", name))
+      bound = max(tolerance, 1e-2) if low else tolerance
       diff = float(np.max(np.abs(a - b)))
       rel = diff / float(np.max(np.abs(a)))
       lines.append(f"  same weights, no dropout, z = μ: max |log p(x|z)_jax − log p(x|z)_{name}| = "
-                   f"{diff:.2e} (relative {rel:.1e})  {'ok' if rel < 1e-4 else 'MISMATCH'}")
-      if rel >= 1e-4:
+                   f"{diff:.2e} (relative {rel:.1e})  {'ok' if rel < bound else 'MISMATCH'}")
+      if rel >= bound:
         raise AssertionError(f"the {name} reference disagrees with mimtext: relative diff {rel}")
   return lines
 
@@ -620,6 +639,10 @@ def main(argv=None) -> dict:
   print("options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
   if "jax" in frameworks:
     runners["jax"] = jax_runner
+    if args.jax_bf16 and jax_runner.model_cfg.matmul_dtype != "bfloat16":
+      bf16_config = copy.deepcopy(config)
+      bf16_config.model.matmul_dtype = "bfloat16"
+      runners["jax_bf16"] = JaxRunner(vocab_size, bf16_config)
   if "torch" in frameworks:
     t_opts = torch_options(jax_runner.model_cfg, jax_runner.obj_cfg, config)
     runners["torch"] = TorchRunner(vocab_size, args, t_opts, jax_runner.initial_params)
@@ -687,14 +710,17 @@ def main(argv=None) -> dict:
     print(f"  {name:12s} {s['median_tokens_per_s']:13.0f} {s['min_tokens_per_s']:10.0f} "
           f"{s['max_tokens_per_s']:10.0f} {s['median_ms_per_step']:15.1f} "
           f"{s['compile_s_total']:10.1f}")
-  if "jax" in runners:
-    for name in (n for n in runners if n != "jax"):
-      j, t = results["jax"], results[name]
+  for jax_name in (n for n in runners if n.startswith("jax")):
+    for name in (n for n in runners if n.startswith("torch")):
+      j, t = results[jax_name], results[name]
       suffix = "" if name == "torch" else "_" + name.split("_", 1)[1]
+      if jax_name != "jax":
+        suffix = "_" + jax_name + suffix                   # e.g. ratio_median_jax_bf16_padded
       results["ratio_median" + suffix] = j["median_tokens_per_s"] / t["median_tokens_per_s"]
       results["ratio_best" + suffix] = j["max_tokens_per_s"] / t["max_tokens_per_s"]
-      print(f"  JAX/{name} throughput ratio: median {results['ratio_median' + suffix]:.2f}x, "
-            f"best {results['ratio_best' + suffix]:.2f}x (>1: mimtext faster)")
+      print(f"  {jax_name}/{name} throughput ratio: median "
+            f"{results['ratio_median' + suffix]:.2f}x, best {results['ratio_best' + suffix]:.2f}x "
+            "(>1: mimtext faster)")
   if args.profile:
     print("  (profiled: the rounds ran under the tracer, so these rates are not a measurement)")
   if args.json_out:
