@@ -183,9 +183,10 @@ def gru_scan(w_h: Array, b_h: Array, x_proj: Array, mask: Array, h0: Array,
   return _gru_scan(w_h, b_h, x_proj, mask, h0, dtype)
 
 
-def _gru_gates(x_t, hp, h):
-  """r, z, n, h' of one step from x_t = x W_i + b_i and hp = h W_h + b_h ([b, 3h] each)."""
-  x_r, x_z, x_n = jnp.split(x_t, 3, axis=-1)
+def _gru_gates(x_gates, hp, h):
+  """r, z, n, h_n, h' of one step from x W_i + b_i (its r, z, n blocks, [b, h] each) and
+  hp = h W_h + b_h ([b, 3h])."""
+  x_r, x_z, x_n = x_gates
   h_r, h_z, h_n = jnp.split(hp, 3, axis=-1)
   r = jax.nn.sigmoid(x_r + h_r)
   z = jax.nn.sigmoid(x_z + h_z)
@@ -194,19 +195,32 @@ def _gru_gates(x_t, hp, h):
 
 
 def _gru_forward(w_h, b_h, x_proj, mask, h0, dtype, save: bool):
+  """(outputs [t,b,h], last [b,h], saved): saved = (h_prev, r, z, n, h_n), each [t,b,h], or None.
+
+  The loop emits as few arrays as it can: on XLA's CPU backend every array a loop step writes out
+  costs ~15-20 µs per step whatever its size (31 steps of a [20, 512] GRU: 0.4 ms with one
+  output, 4.7 ms with eight; tanh of c·(i+1) + x as the i-th output). It writes the state after
+  each step (and the gates r, z, n, h_n to save for the backward pass); the outputs and the
+  previous states are formed from the states after it.
+  """
   w_low = _operand(w_h, dtype)
 
   def step(h, inputs):
-    x_t, m_t = inputs
+    *x_gates, m_t = inputs
     hp = _dot(h, w_low, dtype) + b_h
-    r, z, n, h_n, h_new = _gru_gates(x_t, hp, h)
-    keep = m_t[:, None]
-    out = jnp.where(keep, h_new, 0.0)
-    saved = (h, r, z, n, h_n) if save else None
-    return jnp.where(keep, h_new, h), (out, saved)
+    r, z, n, h_n, h_new = _gru_gates(x_gates, hp, h)
+    state = jnp.where(m_t[:, None], h_new, h)
+    return state, (state, (r, z, n, h_n) if save else None)
 
-  last, (outputs, saved) = jax.lax.scan(step, h0, (x_proj, mask))
-  return outputs, last, saved
+  # The gate blocks of x W_i + b_i enter the loop as three arrays: slicing one [b, 3h] step inside
+  # the gate fusion made XLA's CPU code 2.4x slower (8.5 vs 3.6 ms for 31 steps at b = 20, h = 512).
+  x_gates = jnp.split(x_proj, 3, axis=-1)
+  last, (states, gates) = jax.lax.scan(step, h0, (*x_gates, mask))
+  outputs = jnp.where(mask[..., None], states, 0.0)
+  if not save:
+    return outputs, last, None
+  h_prev = jnp.concatenate([h0[None], states[:-1]], axis=0)
+  return outputs, last, (h_prev, *gates)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -224,25 +238,27 @@ def _gru_scan_bwd(dtype, residuals, cotangents):
   w_h, mask, (h_prev, r, z, n, h_n) = residuals
   d_outputs, d_last = cotangents
   w_low = _operand(w_h, dtype)
+  h = h_prev.shape[-1]
 
   def step(d_h, inputs):
-    d_out, m_t, h, r_t, z_t, n_t, hn_t = inputs
+    d_out, m_t, h_t, r_t, z_t, n_t, hn_t = inputs
     keep = m_t[:, None]
     d_new = jnp.where(keep, d_out + d_h, 0.0)          # cotangent of h' (used only where kept)
     d_prev = jnp.where(keep, 0.0, d_h) + d_new * z_t    # a masked step passes d_h through
     d_n = d_new * (1.0 - z_t)
-    d_z = d_new * (h - n_t)
+    d_z = d_new * (h_t - n_t)
     d_an = d_n * (1.0 - n_t * n_t)
     d_ar = d_an * hn_t * r_t * (1.0 - r_t)
     d_az = d_z * z_t * (1.0 - z_t)
-    d_x = jnp.concatenate([d_ar, d_az, d_an], axis=-1)           # ∂/∂(x W_i + b_i)
-    d_hp = jnp.concatenate([d_ar, d_az, d_an * r_t], axis=-1)    # ∂/∂(h W_h + b_h)
-    d_prev = d_prev + _dot_nt(d_hp, w_low, dtype)
-    return d_prev, (d_x, d_hp)
+    d_hn = d_an * r_t
+    d_prev = d_prev + _dot_nt(jnp.concatenate([d_ar, d_az, d_hn], axis=-1), w_low, dtype)
+    return d_prev, (d_ar, d_az, d_an, d_hn)
 
-  d_h0, (d_x_proj, d_hp) = jax.lax.scan(
+  d_h0, (d_ar, d_az, d_an, d_hn) = jax.lax.scan(
       step, d_last, (d_outputs, mask, h_prev, r, z, n, h_n), reverse=True)
-  t, b, h = h_prev.shape
+  d_hp = jnp.concatenate([d_ar, d_az, d_hn], axis=-1)          # ∂/∂(h W_h + b_h)
+  d_x_proj = jnp.concatenate([d_ar, d_az, d_an], axis=-1)       # ∂/∂(x W_i + b_i)
+  t, b, _ = h_prev.shape
   d_w_h = _dot_tn(h_prev.reshape(t * b, h), d_hp.reshape(t * b, 3 * h), dtype)
   d_b_h = jnp.sum(d_hp, axis=(0, 1))
   return d_w_h, d_b_h, d_x_proj, None, d_h0
