@@ -16,6 +16,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from mimtext import experiment
+from mimtext import host_allocator
 from mimtext.data import text_files
 
 HINT = "Pass --helpshort or --helpfull to see help on flags."
@@ -174,6 +175,15 @@ class _LibraryInfoFilter(py_logging.Filter):
     if record.levelno >= py_logging.WARNING:
       return True
     return not any(p in record.pathname for p in _NOISY_PACKAGES)
+
+
+def prepare_host() -> str:
+  """The first step of every launch script's main: the host allocator keeps freed buffers
+  (`mimtext.host_allocator`; MIMTEXT_HOST_ALLOCATOR=default opts out). Returns its mode."""
+  try:
+    return host_allocator.reuse_freed_memory()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
 
 
 def setup_logging(verbosity: int = logging.INFO) -> None:

@@ -89,6 +89,7 @@ def _listed(items, total: int) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.prepare_host()
   logging.set_verbosity(logging.ERROR)
   if _BATCH_SIZE.value < 1:
     raise app.UsageError(f"--batch_size={_BATCH_SIZE.value}: must be >= 1")

@@ -84,6 +84,7 @@ def non_finite_fields(report, prefix: str = "") -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.prepare_host()
   common.setup_logging()
   if _BATCH.value <= 0 or _MAX_SENTENCES.value < 0:
     raise app.UsageError("--batch_size must be positive and --max_sentences >= 0")

@@ -475,6 +475,7 @@ _RUNNERS = {"sample": run_sample, "reconstruct": run_reconstruct,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.prepare_host()
   logging.set_verbosity(logging.WARNING)
   modes = _check_flags()
   ctx = _Context(common.load_run(_WORKDIR.value, _STEP.value), modes)

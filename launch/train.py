@@ -60,6 +60,7 @@ def config_from_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  allocator = common.prepare_host()
   common.setup_logging()
   try:
     config = config_from_flags()
@@ -73,7 +74,8 @@ def main(argv):
   experiment.check_corpus_files(config)
   if config.distributed:
     jax.distributed.initialize()
-  logging.info("devices: %s; processes: %d", jax.devices(), jax.process_count())
+  logging.info("devices: %s; processes: %d; host allocator: %s", jax.devices(),
+               jax.process_count(), allocator)
   train_lib.train_and_evaluate(config, _WORKDIR.value)
 
 
