@@ -1,8 +1,8 @@
 """Evaluation throughput of mimtext (JAX): sentences per second of the bounds and of decoding.
 
 On the PTB test split (or its first `--max_sentences`), in batches of `--batch_size` (launch.evaluate's
-default 50; the evaluation pipeline: no shuffle, no bucketing, lengths padded to a multiple of 8,
-the last batch filled with filler rows), four measured functions, all the library's own:
+default 50; the evaluation pipeline: no shuffle, sentences in order of length, lengths padded to a
+multiple of 8, the last batch filled with filler rows), four measured functions, all the library's own:
 
 * elbo:   `bounds.sentence_terms(params, batch, key, obj_cfg, num_samples=10)`: the ELBO and MELBO
           ingredients (10 z draws per sentence, `iw_chunk` at a time), as `launch.evaluate`.
@@ -114,7 +114,8 @@ def tst_step(step: str):
 def make_batches(examples, batch_size: int):
   from mimtext.data import pipeline as pipeline_lib
   pipe = pipeline_lib.BatchPipeline(examples, global_batch_size=batch_size, seed=0,
-                                    shuffle=False, bucket_batches=0, drop_remainder=False)
+                                    shuffle=False, bucket_batches=0, drop_remainder=False,
+                                    sort_by_length=True)
   return list(pipe.epoch(0))
 
 

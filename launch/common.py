@@ -177,13 +177,27 @@ class _LibraryInfoFilter(py_logging.Filter):
     return not any(p in record.pathname for p in _NOISY_PACKAGES)
 
 
-def prepare_host() -> str:
-  """The first step of every launch script's main: the host allocator keeps freed buffers
-  (`mimtext.host_allocator`; MIMTEXT_HOST_ALLOCATOR=default opts out). Returns its mode."""
+def prepare_host(mode: str = "default") -> str:
+  """The first step of every launch script's main: sets the host allocator
+  (`mimtext.host_allocator`: "reuse" or "default"; MIMTEXT_HOST_ALLOCATOR overrides `mode`)
+  before JAX starts its threads. Returns the mode in effect."""
   try:
-    return host_allocator.reuse_freed_memory()
+    return host_allocator.configure(mode)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+
+
+def host_allocator_mode(config: ml_collections.ConfigDict, data_dir: str | None = None) -> str:
+  """config.host_allocator with "auto" resolved: "reuse" unless the corpus is the built-in one
+  (a small model, where the slower compilation outweighs the faster steps). `data_dir`: a
+  command-line override of config.data.data_dir."""
+  mode = config.get("host_allocator", "auto")
+  if mode not in ("auto",) + host_allocator.MODES:
+    raise app.UsageError(f"--config.host_allocator={mode!r}: must be auto, reuse or default")
+  if mode == "auto":
+    builtin = config.data.corpus == "builtin" and not (data_dir or config.data.data_dir)
+    return "default" if builtin else "reuse"
+  return mode
 
 
 def setup_logging(verbosity: int = logging.INFO) -> None:

@@ -60,7 +60,8 @@ def config_from_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  allocator = common.prepare_host()
+  allocator = common.prepare_host(
+      common.host_allocator_mode(_CONFIG.value, _SHORT_FLAGS["data.data_dir"].value))
   common.setup_logging()
   try:
     config = config_from_flags()

@@ -289,6 +289,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field, value in flatten_config(config).items():
     if isinstance(value, float) and not math.isfinite(value):
       fail(field, "must be a finite number")
+  if config.get("host_allocator", "auto") not in ("auto", "reuse", "default"):
+    fail("host_allocator", "must be auto, reuse or default")
   for field in ("batch_size", "eval_batch_size", "log_every_steps", "data.builtin_train_size",
                 "data.builtin_eval_size", "model.embed_dim",
                 "model.hidden_dim", "model.latent_dim", "eval.num_z_samples",

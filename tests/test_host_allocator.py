@@ -50,7 +50,7 @@ def test_reuse_removes_the_page_faults_of_a_repeated_call():
 def test_bad_setting_is_refused_by_name(monkeypatch):
   monkeypatch.setattr(host_allocator, "_applied", None)
   monkeypatch.setenv(host_allocator.ENV_VAR, "jemalloc")
-  with pytest.raises(ValueError, match="MIMTEXT_HOST_ALLOCATOR must be 'reuse' or 'default'"):
+  with pytest.raises(ValueError, match="MIMTEXT_HOST_ALLOCATOR / host_allocator must be one of"):
     host_allocator.reuse_freed_memory()
 
 
@@ -58,3 +58,35 @@ def test_default_leaves_the_allocator_alone(monkeypatch):
   monkeypatch.setattr(host_allocator, "_applied", None)
   monkeypatch.setenv(host_allocator.ENV_VAR, "default")
   assert host_allocator.reuse_freed_memory() == "default"
+
+
+def test_the_environment_variable_overrides_the_mode(monkeypatch):
+  monkeypatch.setattr(host_allocator, "_applied", None)
+  monkeypatch.setenv(host_allocator.ENV_VAR, "default")
+  assert host_allocator.configure("reuse") == "default"
+  assert host_allocator.configure("reuse") == "default"     # set once per process
+
+
+@pytest.mark.parametrize("corpus, data_dir, mode, expected", [
+    ("builtin", "", "auto", "default"),          # the small built-in model: compiling dominates
+    ("ptb", "", "auto", "reuse"),
+    ("builtin", "/some/corpus", "auto", "reuse"),
+    ("ptb", "", "default", "default"),
+    ("builtin", "", "reuse", "reuse"),
+])
+def test_launch_train_resolves_auto_by_corpus(corpus, data_dir, mode, expected):
+  from launch import common
+  from launch.configs import base
+  config = base.get_config()
+  config.data.corpus, config.host_allocator = corpus, mode
+  assert common.host_allocator_mode(config, data_dir or None) == expected
+
+
+def test_launch_refuses_a_bad_config_value():
+  from absl import app
+  from launch import common
+  from launch.configs import base
+  config = base.get_config()
+  config.host_allocator = "jemalloc"
+  with pytest.raises(app.UsageError, match="--config.host_allocator='jemalloc': must be auto"):
+    common.host_allocator_mode(config)

@@ -83,6 +83,31 @@ def test_unshuffled_pipeline_refuses_to_drop():
     BatchPipeline(_examples(5), global_batch_size=2, seed=0, shuffle=False, drop_remainder=True)
 
 
+def test_sort_by_length_covers_every_example_once_in_order_of_length():
+  examples = _examples(103, max_words=60)
+  lengths = np.array([len(e) for e in examples])
+  pipe = BatchPipeline(examples, global_batch_size=8, seed=0, shuffle=False,
+                       drop_remainder=False, pad_multiple=1, sort_by_length=True)
+  batches = _epoch(pipe)
+  real = _real_indices(batches)
+  assert sorted(real.tolist()) == list(range(103))
+  assert np.all(np.diff(lengths[real]) >= 0)
+  ties = real[lengths[real] == np.bincount(lengths).argmax()]
+  assert np.all(np.diff(ties) > 0)                 # equal lengths keep their original order
+  for batch in batches:                             # rows still hold the example they name
+    for row, index in enumerate(batch["index"]):
+      if index >= 0:
+        np.testing.assert_array_equal(batch["tokens"][row, :batch["lengths"][row]],
+                                      examples[index])
+  unsorted = BatchPipeline(examples, global_batch_size=8, seed=0, shuffle=False,
+                           drop_remainder=False, pad_multiple=1)
+  padding = lambda p: sum(b["tokens"].size - b["lengths"].sum() for b in _epoch(p))
+  assert padding(pipe) < 0.2 * padding(unsorted)
+  with pytest.raises(ValueError, match="sort_by_length is for unshuffled"):
+    BatchPipeline(examples, global_batch_size=8, seed=0, shuffle=True, drop_remainder=False,
+                  sort_by_length=True)
+
+
 def test_bucketing_reduces_padding():
   examples = _examples(640, max_words=60)
 

@@ -62,6 +62,10 @@ TOP_LEVEL = (
     Field("checkpoint_every_steps", 0, "Checkpoint every this many steps; 0 = only after each "
           "validation."),
     Field("distributed", False, "Call jax.distributed.initialize() (multi-host)."),
+    Field("host_allocator", "auto", '"reuse": glibc keeps freed buffers for the next step '
+          '(faster steps, slower compiling: mimtext.host_allocator, benchmarks/README.md); '
+          '"default": glibc as it is; "auto": reuse unless the corpus is the built-in one. '
+          "MIMTEXT_HOST_ALLOCATOR overrides it."),
 )
 
 DATA = (

