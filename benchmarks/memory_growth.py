@@ -6,7 +6,8 @@ PTB train, in pipeline order (so every padded length of the epoch, each a compil
 the order training meets it), and samples the current resident set (VmRSS of
 /proc/self/status) every `--every` steps, with the peak (VmHWM) and the mean step time since
 the last sample. The metrics are fetched at each sample, as launch.train fetches them at its
-logging interval.
+logging interval. The first step of each new padded length (the one that compiles it) is timed
+on its own and listed at the end: compilation time under each `--host_allocator`.
 
   $PY benchmarks/memory_growth.py                                   # 1,000 steps, bfloat16
   $PY benchmarks/memory_growth.py --matmul_dtype float32 --host_allocator default
@@ -70,16 +71,22 @@ def main(argv=None):
   print(f"data: {source}; {args.steps} batches of {config.batch_size}; matmul dtype "
         f"{config.model.matmul_dtype}; host allocator {env['host_allocator']}; "
         f"jax {jax.__version__}")
-  seen, last_new_shape = set(), 0
+  seen, last_new_shape, first_steps = set(), 0, {}
   samples = [(0, _status_mib("VmRSS"), _status_mib("VmHWM"), float("nan"))]
   print(f"{'step':>6s} {'RSS MiB':>9s} {'peak MiB':>9s} {'ms/step':>8s}  shapes so far")
   start = time.perf_counter()
   for i, batch in enumerate(batches, start=1):
     shape = batch["tokens"].shape
-    if shape not in seen:
+    new_shape = shape not in seen
+    if new_shape:
       seen.add(shape)
       last_new_shape = i
+      jax.block_until_ready(state)
+      first_start = time.perf_counter()
     state, metrics = step_fn(state, train_lib.shard_batch(batch, setup.mesh), key)
+    if new_shape:                    # the step that compiles this padded length, timed alone
+      jax.block_until_ready((state, metrics))
+      first_steps[shape[1]] = time.perf_counter() - first_start
     if i % args.every == 0 or i == args.steps:
       loss = float(jax.device_get(metrics["loss"]))            # waits for the step
       now = time.perf_counter()
@@ -88,6 +95,8 @@ def main(argv=None):
       samples.append((i, _status_mib("VmRSS"), _status_mib("VmHWM"), ms))
       print(f"{i:6d} {samples[-1][1]:9.0f} {samples[-1][2]:9.0f} {ms:8.1f}  {len(seen)} "
             f"(loss {loss:.2f})", flush=True)
+  print(f"first step of each padded length (compiles it), s: "
+        f"{ {k: round(v, 2) for k, v in first_steps.items()} }; total {sum(first_steps.values()):.1f} s")
   after = [s for s in samples if s[0] >= last_new_shape]
   if len(after) >= 2:
     growth = after[-1][1] - after[0][1]

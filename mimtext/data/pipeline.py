@@ -163,8 +163,8 @@ class BatchPipeline:
       process_count: processes sharing each global batch; must divide B.
       read_options: grain threading / prefetch options (default 2 threads, 8 batches ahead).
       sort_by_length: unshuffled only: the examples in order of length (ties in their original
-        order), so each batch pads little (evaluation: on PTB test in batches of 50, 55 % of the
-        padded positions are padding in the original order, 2 % sorted). Every batch carries the
+        order), so each batch pads little (evaluation: on PTB test in batches of 50, 58 % of the
+        padded positions are padding in the original order, 17 % sorted). Every batch carries the
         examples' indices ("index"), so per-example results go back in place.
     """
     if not examples:
