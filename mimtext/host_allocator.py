@@ -21,8 +21,8 @@ Freed buffers are then reused by the next step without a page fault (0 faults pe
 95.7 ms instead of 116.7 ms). The costs, measured on the project's 2-core CPU machine
 (benchmarks/README.md, "Host allocator"):
 
-* XLA compiles ~55 % slower (5.2 s instead of 3.3 s per padded length of the PTB step): its
-  compiler threads then share one arena. A run compiles once per padded length; it pays off when
+* XLA compiles ~50 % slower (4.8-5.5 s instead of 3.0-3.9 s per padded length of the f32 PTB
+  step): its compiler threads then share one arena. A run compiles once per padded length; it pays off when
   the steps are large (PTB: 11 lengths, ~20 s more compiling, ~20 ms less per step) and not for a
   small model (the built-in quickstart trains in 96 s instead of 79 s).
 * The resident memory stays near its peak instead of shrinking between steps (1.6 GiB instead of
