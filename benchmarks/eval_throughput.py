@@ -113,9 +113,7 @@ def tst_step(step: str):
 
 def make_batches(examples, batch_size: int):
   from mimtext.data import pipeline as pipeline_lib
-  pipe = pipeline_lib.BatchPipeline(examples, global_batch_size=batch_size, seed=0,
-                                    shuffle=False, bucket_batches=0, drop_remainder=False,
-                                    sort_by_length=True)
+  pipe = pipeline_lib.evaluation_pipeline(examples, batch_size)
   return list(pipe.epoch(0))
 
 

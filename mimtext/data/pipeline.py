@@ -289,3 +289,11 @@ class BatchPipeline:
     iterator = self.epoch(epoch)
     iterator.set_state(state["iterator"])
     return iterator, epoch
+
+
+def evaluation_pipeline(examples: Sequence[np.ndarray], batch_size: int, *,
+                        seed: int = 0) -> BatchPipeline:
+  """The pipeline every evaluation reads: each example exactly once, in order of length (little
+  padding), the last batch completed with filler rows; results go back by the batches' "index"."""
+  return BatchPipeline(examples, global_batch_size=batch_size, seed=seed, shuffle=False,
+                       bucket_batches=0, drop_remainder=False, sort_by_length=True)

@@ -105,9 +105,7 @@ def posthoc_nll(run, split, gmm: posthoc_prior.GaussianMixture, std: np.ndarray 
   with K = iw_samples draws of the proposal of s = `std` (None: q(z|x))."""
   from mimtext.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   from mimtext.evaluation import bounds  # pylint: disable=g-import-not-at-top
-  pipe = pipeline_lib.BatchPipeline(split.ids, global_batch_size=batch_size, seed=seed,
-                                    shuffle=False, bucket_batches=0, drop_remainder=False,
-                                    sort_by_length=True)
+  pipe = pipeline_lib.evaluation_pipeline(split.ids, batch_size, seed=seed)
   key, total, count = jax.random.PRNGKey(seed), 0.0, 0
   for i, batch in enumerate(pipe.epoch(0)):
     terms = bounds.sentence_terms(run.params, batch, jax.random.fold_in(key, i), run.obj_cfg, 1,

@@ -87,9 +87,7 @@ def describe_scoring(scoring: objectives.common.Scoring) -> dict[str, Any]:
 def posterior_codes(run: Run, split: corpus_lib.CorpusSplit, *, batch_size: int = 200,
                     progress: bool = False, desc: str = "encode") -> np.ndarray:
   """The deterministic code (`sentence_ae.posterior_code`) of every sentence of `split`: [n,d]."""
-  pipe = pipeline_lib.BatchPipeline(split.ids, global_batch_size=batch_size, seed=0,
-                                    shuffle=False, bucket_batches=0, drop_remainder=False,
-                                    sort_by_length=True)
+  pipe = pipeline_lib.evaluation_pipeline(split.ids, batch_size)
   codes = np.zeros((len(split.ids), run.model_cfg.latent_dim), np.float32)
   for batch in progress_lib.bar(pipe.epoch(0), total=pipe.num_batches, desc=desc,
                                 enabled=progress):
@@ -178,9 +176,7 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
   obj_cfg = run.obj_cfg
   scoring = objectives.common.scoring(obj_cfg)
   iw_samples = iw_samples or num_z_samples
-  pipe = pipeline_lib.BatchPipeline(split.ids, global_batch_size=batch_size, seed=seed,
-                                    shuffle=False, bucket_batches=0, drop_remainder=False,
-                                    sort_by_length=True)
+  pipe = pipeline_lib.evaluation_pipeline(split.ids, batch_size, seed=seed)
   num_words = np.asarray([len(ids) - 2 for ids in split.ids])
   max_len = max_decode_len or int(num_words.max()) + 5
   key = jax.random.PRNGKey(seed)
