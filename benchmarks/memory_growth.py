@@ -95,8 +95,9 @@ def main(argv=None):
       samples.append((i, _status_mib("VmRSS"), _status_mib("VmHWM"), ms))
       print(f"{i:6d} {samples[-1][1]:9.0f} {samples[-1][2]:9.0f} {ms:8.1f}  {len(seen)} "
             f"(loss {loss:.2f})", flush=True)
-  print(f"first step of each padded length (compiles it), s: "
-        f"{ {k: round(v, 2) for k, v in first_steps.items()} }; total {sum(first_steps.values()):.1f} s")
+  rounded = {length: round(seconds, 2) for length, seconds in first_steps.items()}
+  print(f"first step of each padded length (compiles it), s: {rounded}; "
+        f"total {sum(first_steps.values()):.1f} s")
   after = [s for s in samples if s[0] >= last_new_shape]
   if len(after) >= 2:
     growth = after[-1][1] - after[0][1]

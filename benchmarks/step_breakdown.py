@@ -208,9 +208,9 @@ def main(argv=None):
         "and the system (kernel) CPU ms per step")
   print(f"  {'':36s}" + "".join(f"{d:>12s}{'faults':>9s}{'sys ms':>8s}" for d in results))
   for name in names:
-    print(f"  {name:36s}" + "".join(
-        f"{1e3 * results[d][name][0]:12.1f}{results[d][name][1]:9.0f}{1e3 * results[d][name][2]:8.1f}"
-        for d in results))
+    cells = (results[d][name] for d in results)        # (seconds, faults, system seconds)
+    print(f"  {name:36s}" + "".join(f"{1e3 * sec:12.1f}{faults:9.0f}{1e3 * system:8.1f}"
+                                    for sec, faults, system in cells))
   return results
 
 

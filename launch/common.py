@@ -192,7 +192,7 @@ def host_allocator_mode(config: ml_collections.ConfigDict, data_dir: str | None 
   (a small model, where the slower compilation outweighs the faster steps). `data_dir`: a
   command-line override of config.data.data_dir."""
   mode = config.get("host_allocator", "auto")
-  if mode not in ("auto",) + host_allocator.MODES:
+  if mode not in host_allocator.CONFIG_CHOICES:
     raise app.UsageError(f"--config.host_allocator={mode!r}: must be auto, reuse or default")
   if mode == "auto":
     builtin = config.data.corpus == "builtin" and not (data_dir or config.data.data_dir)

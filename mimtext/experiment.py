@@ -15,6 +15,7 @@ import os
 import ml_collections
 import numpy as np
 
+from mimtext import host_allocator
 from mimtext import objectives
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import text_files
@@ -289,7 +290,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field, value in flatten_config(config).items():
     if isinstance(value, float) and not math.isfinite(value):
       fail(field, "must be a finite number")
-  if config.get("host_allocator", "auto") not in ("auto", "reuse", "default"):
+  if config.get("host_allocator", "auto") not in host_allocator.CONFIG_CHOICES:
     fail("host_allocator", "must be auto, reuse or default")
   for field in ("batch_size", "eval_batch_size", "log_every_steps", "data.builtin_train_size",
                 "data.builtin_eval_size", "model.embed_dim",

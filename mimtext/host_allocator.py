@@ -18,13 +18,13 @@ with MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647:
 * M_TRIM_THRESHOLD = 2^31 − 1: freed memory at the top of the heap stays mapped.
 
 Freed buffers are then reused by the next step without a page fault (0 faults per step; the step
-95.7 ms instead of 116.7 ms). The costs, measured on the project's 2-core CPU machine
+90.3 ms instead of 116.7 ms). The costs, measured on the project's 2-core CPU machine
 (benchmarks/README.md, "Host allocator"):
 
 * XLA compiles ~50 % slower (4.8-5.5 s instead of 3.0-3.9 s per padded length of the f32 PTB
-  step): its compiler threads then share one arena. A run compiles once per padded length; it pays off when
-  the steps are large (PTB: 11 lengths, ~20 s more compiling, ~20 ms less per step) and not for a
-  small model (the built-in quickstart trains in 96 s instead of 79 s).
+  step): its compiler threads then share one arena. A run compiles once per padded length; it
+  pays off when the steps are large (PTB: 11 lengths, ~20 s more compiling, ~25 ms less per
+  step) and not for a small model (the built-in quickstart trains in 96 s instead of 79 s).
 * The resident memory stays near its peak instead of shrinking between steps (1.6 GiB instead of
   1.2 GiB for the bfloat16 PTB step; flat over 1,500 steps after the last new length).
 
@@ -50,6 +50,9 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 _SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
 
+MODES = ("reuse", "default")
+CONFIG_CHOICES = ("auto",) + MODES   # config.host_allocator (launch.train resolves "auto")
+
 _applied: str | None = None
 
 
@@ -64,9 +67,6 @@ def _glibc():
   if not (hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version")):
     return None
   return libc
-
-
-MODES = ("reuse", "default")
 
 
 def configure(mode: str) -> str:
