@@ -333,6 +333,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   hsvae_objective = config.objective.name == "hsvae"
   if hsvae_objective != (config.model.posterior == "hsvae"):
     fail("model.posterior", "the hsvae objective and the hsvae posterior go together")
+  if (config.objective.name == "lm") != (config.model.condition == "none"):
+    fail("model.condition", 'the lm objective (a language model) and condition "none" (a decoder '
+         "that ignores z) go together")
   if config.optimizer.learning_rate <= 0:
     fail("optimizer.learning_rate", "must be positive")
   if not 0.0 < config.optimizer.plateau_factor <= 1.0:

@@ -38,6 +38,16 @@ def format_duration(seconds: float) -> str:
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def _model_terms(metrics: dict[str, float]) -> str:
+  """"rec R (r/tok) kl K | σ S floor F%" of a progress or validation line; a model without a
+  posterior (the language model, objective "lm") has no KL, σ or floor to print."""
+  text = f"rec {metrics['rec']:.3f} ({metrics['rec_per_token']:.3f}/tok)"
+  if "kl" in metrics:
+    text += (f" kl {metrics['kl']:.3f} | σ {metrics['post_std']:.3g} floor "
+             f"{100 * metrics['frac_at_floor']:.0f}%")
+  return text
+
+
 def plural(n: int, word: str, words: str | None = None) -> str:
   """"1 epoch", "2 epochs" (`words` for an irregular plural)."""
   return f"{n} {word if n == 1 else (words or word + 's')}"
@@ -167,7 +177,7 @@ class TensorBoardWriter:
     split = record.get("split", "train")
     values = [summary_pb2.Summary.Value(tag=f"{split}/{key}", simple_value=float(value))
               for key, value in record.items()
-              if key not in ("split", "step") and not isinstance(value, (bool, np.bool_))
+              if key not in ("split", "step", "wall_time") and not isinstance(value, (bool, np.bool_))
               and isinstance(value, (int, float, np.integer, np.floating))]
     if not values:
       return
@@ -304,13 +314,13 @@ class Reporter:
       eta = self.eta(step)
       speed = f"{tok_s:,.0f} tok/s" + ("" if eta is None else f" | ETA {format_duration(eta)}")
     of = f"/{self.planned_steps}" if self.planned_steps else ""
-    logging.info(
-        "step %d%s epoch %s | loss %.3f rec %.3f (%.3f/tok) kl %.3f | σ %.3g floor %.0f%% | "
-        "lr %.3g | %s", step, of, self.epoch_label(epoch), means["loss"], means["rec"],
-        means["rec_per_token"], means["kl"], means["post_std"], 100 * means["frac_at_floor"],
-        learning_rate, speed)
+    logging.info("step %d%s epoch %s | loss %.3f %s | lr %.3g | %s", step, of,
+                 self.epoch_label(epoch), means["loss"], _model_terms(means), learning_rate,
+                 speed)
+    # wall_time (Unix seconds; not a TensorBoard scalar): step rates for launch.reproduce's
+    # estimates, from the records alone.
     record = {"split": "train", "step": step, "epoch": epoch, "learning_rate": learning_rate,
-              **means}
+              "wall_time": time.time(), **means}
     if compile_seconds is None:
       record["tokens_per_sec"] = tok_s
     else:
@@ -323,8 +333,6 @@ class Reporter:
     """The validation line and record after `step`, in the 1-based `epoch` (the epoch just
     finished when `end_of_epoch`, else the one training stopped in)."""
     where = "end of epoch" if end_of_epoch else "in epoch"
-    logging.info("validation after step %d (%s %s): criterion %.3f rec %.3f (%.3f/tok) "
-                 "kl %.3f | σ %.3g floor %.0f%%", step, where, self.epoch_label(epoch),
-                 metrics["criterion"], metrics["rec"], metrics["rec_per_token"], metrics["kl"],
-                 metrics["post_std"], 100 * metrics["frac_at_floor"])
+    logging.info("validation after step %d (%s %s): criterion %.3f %s", step, where,
+                 self.epoch_label(epoch), metrics["criterion"], _model_terms(metrics))
     self.write({"split": "valid", "step": step, "epoch": epoch, **metrics})

@@ -484,6 +484,8 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
   # what runs.
   reporter.start(step, planned_steps=total_steps(config, train_pipe.num_batches))
   if jax.process_index() == 0:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(workdir, STOP_FILE))
     corpus.vocab.save(vocab_path)
     checkpoint_lib.save_json(workdir, "config.json", config.to_dict())
 
@@ -614,7 +616,25 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
     if reason is None:
       reason = _stop_reason(step, epoch, config, reporter.elapsed()) or early.stop_reason()
   logging.info("training stopped at step %d: %s", step, reason)
+  checkpoint_lib.save_json(workdir, STOP_FILE, stop_record(step, epoch, reason))
   return last_valid
+
+
+# Why the last invocation of training stopped (`stop_record`), written when it stops by a rule
+# (not on an interruption or an error) and removed when training starts again: a run holding it
+# is not training.
+STOP_FILE = "stopped.json"
+# The kinds of stop, from the rule that stopped training: the first three end a run, max_minutes
+# is the budget of one invocation (rerunning goes on).
+STOP_KINDS = ("early_stopping", "max_epochs", "max_steps", "max_minutes")
+
+
+def stop_record(step: int, epoch: int, reason: str) -> dict:
+  """{"step", "epochs" (finished), "reason" (the log's words), "kind" (one of STOP_KINDS)}."""
+  kind = reason.split("=", 1)[0]
+  if kind == "early_stopping_patience":
+    kind = "early_stopping"
+  return {"step": step, "epochs": epoch, "reason": reason, "kind": kind}
 
 
 # Schedule fields a resume may change (the flag that sets each): they apply from the resumed step

@@ -221,8 +221,9 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
     with `prior_fn`: posthoc_iw_log_px, posthoc_iw_log_px_no_eos, the importance-weighted bound
       over the same K draws under the post-hoc prior log p̂(z) = prior_fn(prior_params, z) (see
       the module docstring).
-  For an AE (z = μ) log_px, log_px_no_eos (at z = μ), code, z_sample (= μ) and the row statistics
-  are returned, and with `prior_fn` the post-hoc bound over K = iw_samples (default num_samples)
+  For a language model (objective lm, `scoring.latent_free`) log_px is exact whatever z, and the
+  same fields as an AE's are returned (no post-hoc bound). For an AE (z = μ) log_px,
+  log_px_no_eos (at z = μ), code, z_sample (= μ) and the row statistics are returned, and with `prior_fn` the post-hoc bound over K = iw_samples (default num_samples)
   draws of the proposal N(μ(x), proposal_std² I) (required then): it has no prior of its own.
 
   Args:
@@ -246,12 +247,14 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
   out = {"code": family.code(post), "post_std": post_std, "frac_at_floor": frac_at_floor}
   iw_samples = iw_samples or num_samples
   posthoc = functools.partial(draw_terms, prior_fn=prior_fn, prior_params=prior_params)
-  if scoring.deterministic_z:
+  if scoring.deterministic_z or scoring.latent_free:
     log_px, log_eos = log_likelihood_terms(params, post.mean[None], tokens, lengths, cfg,
                                             scoring)
     out.update(log_px=log_px, log_px_no_eos=log_px - log_eos, z_sample=post.mean)
     if prior_fn is None:
       return out
+    if scoring.latent_free:
+      raise ValueError("a language model (objective lm) has no latent to put a prior on")
     if proposal_std is None:
       raise ValueError("a post-hoc bound for an AE needs proposal_std: its σ head never trained, "
                        "so the proposal is N(μ(x), proposal_std² I)")
@@ -297,9 +300,13 @@ PPL_LABELS = {"": "PPL +eos", "_no_eos": "PPL -eos", "_smim": "PPL smim"}
 
 def _add_bound(out: dict, name: str, per_sentence: dict[str, np.ndarray],
                tokens: dict[str, float], n: int, offset: float = 0.0) -> None:
-  """NLL per sentence (+eos, -eos) and the three PPLs of one bound, given per-sentence NLLs."""
+  """NLL per sentence (+eos, -eos) and the three PPLs of one bound, given per-sentence NLLs; also
+  `name`_nll_stderr, the standard error of the +eos mean over the N sentences (std / √N), the
+  spread a second test set of the same size would show."""
   for nll_suffix in ("", "_no_eos"):
     out[f"{name}_nll{nll_suffix}"] = float(np.mean(per_sentence[nll_suffix]) + offset)
+  out[f"{name}_nll_stderr"] = (float(np.std(per_sentence[""], ddof=1) / math.sqrt(n)) if n > 1
+                               else float("nan"))
   for suffix, (nll_suffix, _) in PPL_CONVENTIONS.items():
     total = float(np.sum(per_sentence[nll_suffix]) + n * offset)
     out[f"{name}_ppl{suffix}"] = float(np.exp(total / tokens[suffix]))
@@ -323,6 +330,8 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
     and "elbo_one_kl" the quantity seed 003 reports (one KL term, not a bound on this model's NLL);
     kl is one latent's KL and kl_total = L × kl. An AE gets rec only and "bounds_skipped" says why.
     With post-hoc terms also the bound "posthoc_iw" (under the fitted prior p̂, not the model's).
+    A language model (`scoring.latent_free`) gets "exact": its −log p(x) is no bound but the
+    value itself.
   """
   scoring = scoring or objectives.common.Scoring(1.0, 1, False, False)
   n = len(num_words)
@@ -334,6 +343,11 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
   out: dict[str, Any] = {"N": float(n), "num_tokens": tokens[""],
                          "num_tokens_no_eos": tokens["_no_eos"],
                          "rec": float(rec[""].mean()), "rec_no_eos": float(rec["_no_eos"].mean())}
+  if scoring.latent_free:
+    out["bounds_skipped"] = ("a language model: the decoder ignores z, so −log p(x) is computed "
+                             "exactly (row exact), with no latent and no bound")
+    _add_bound(out, "exact", rec, tokens, n)
+    return out
   if scoring.deterministic_z:
     out["bounds_skipped"] = (
         "an AE decodes z = μ(x) and never trains its log-variance head, so it defines no "

@@ -73,7 +73,9 @@ def describe_scoring(scoring: objectives.common.Scoring) -> dict[str, Any]:
               "as seed 001 §3.2 does")
   else:
     inputs = "every word"
-  if scoring.deterministic_z:
+  if scoring.latent_free:
+    latent = "none: a language model (the decoder ignores z), its NLL exact"
+  elif scoring.deterministic_z:
     latent = "z = μ(x) (AE): reconstruction and BLEU only, no likelihood bound"
   elif scoring.num_latents > 1:
     latent = (f"{scoring.num_latents} latents per sentence decoded jointly (decoder states "
@@ -81,7 +83,8 @@ def describe_scoring(scoring: objectives.common.Scoring) -> dict[str, Any]:
   else:
     latent = "one latent sample per decode"
   return {"decoder_inputs": inputs, "latents": latent, "num_latents": scoring.num_latents,
-          "word_keep": scoring.word_keep, "deterministic_z": scoring.deterministic_z}
+          "word_keep": scoring.word_keep, "deterministic_z": scoring.deterministic_z,
+          "latent_free": scoring.latent_free}
 
 
 def posterior_codes(run: Run, split: corpus_lib.CorpusSplit, *, batch_size: int = 200,
@@ -205,9 +208,15 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
   references = [" ".join(run.vocab.decode(ids)) for ids in split.ids]
   report: dict[str, Any] = bounds.nll_bounds(terms, num_words, scoring)
   bleu, signature = reconstruction.bleu1(hypotheses, references)
+  report.update({"scoring": describe_scoring(scoring), "bleu1": bleu,
+                 "bleu_signature": signature, "step": run.step,
+                 "examples": [{"data": references[i], "mean_reconstruction": hypotheses[i]}
+                              for i in range(min(num_examples, n))]})
+  if split.log_probs is not None:
+    report.update(true_entropy(split.log_probs, num_words))
+  if scoring.latent_free:  # no code, posterior or prior: the exact NLL, and BLEU of its one decode
+    return (report, terms) if return_terms else report
   report.update({
-      "scoring": describe_scoring(scoring),
-      "bleu1": bleu, "bleu_signature": signature,
       "num_z_samples": 1 if scoring.deterministic_z else num_z_samples,
       "iw_samples": None if scoring.deterministic_z else iw_samples,
       "active_units": information.active_units(terms["code"]),
@@ -216,15 +225,10 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
       "latent_dim": run.model_cfg.latent_dim,
       "post_std": float(np.mean(terms["post_std"])),
       "frac_at_floor": float(np.mean(terms["frac_at_floor"])),
-      "step": run.step,
-      "examples": [{"data": references[i], "mean_reconstruction": hypotheses[i]}
-                   for i in range(min(num_examples, n))],
   })
   report.update(prior_sample_report(run, seed=seed, max_len=max_len, posthoc=posthoc))
   if probe_split is not None and probe_split.labels is not None and split.labels is not None:
     report.update(label_probe(run, probe_split, split, terms["code"], progress=progress))
-  if split.log_probs is not None:
-    report.update(true_entropy(split.log_probs, num_words))
   return (report, terms) if return_terms else report
 
 
@@ -252,7 +256,8 @@ def _ppl(value: float) -> str:
 def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   """A plain-text table of the report, with the N and token counts the bounds depend on."""
   scoring = report["scoring"]
-  samples = ("z = μ" if scoring["deterministic_z"] else
+  samples = ("no latent" if scoring.get("latent_free") else
+             "z = μ" if scoring["deterministic_z"] else
              f"{report['num_z_samples']} draws for ELBO/MELBO, K = {report['iw_samples']} for IW")
   lines = [f"{corpus} / {split}: N = {int(report['N'])} sentences, "
            f"{int(report['num_tokens'])} tokens with <eos> "
@@ -271,6 +276,15 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   posthoc_note = ("‡ importance-weighted bound under a Gaussian mixture fitted after training to "
                   "draws of the training set's aggregate posterior (the post-hoc prior): a valid "
                   "bound on this model's NLL" + (f"; proposal {proposal}" if proposal else ""))
+  if scoring.get("latent_free"):
+    lines += [header, row("exact NLL", "exact")]
+    if "true_nll" in report:
+      lines.append(f"{'true H[p]':<16}{report['true_nll']:>10.3f}{'':>10}"
+                   f"{_ppl(report['true_ppl'])}{_ppl(report['true_ppl_no_eos'])}")
+    lines += [f"{report['bounds_skipped']}",
+              f"BLEU-1 of its greedy decode (the same sentence for every input): "
+              f"{report['bleu1']:.4f}"]
+    return "\n".join(lines)
   if "bounds_skipped" in report:
     lines.append(f"no bounds of the model's own: {report['bounds_skipped']}")
     lines.append(f"reconstruction −log p(x|μ): {report['rec']:.3f} nats/sentence "

@@ -110,7 +110,9 @@ def section_bounds(ctx: Context) -> dict[str, Any]:
   prior = None
   fit_info: dict[str, Any] = {"posthoc_skipped": "turned off (--noposthoc): no post-hoc prior "
                                                   "fitted, no IW bound under it"}
-  if o.posthoc:
+  if ctx.scoring.latent_free:
+    fit_info = {"posthoc_skipped": "a language model has no latent: its NLL is exact"}
+  elif o.posthoc:
     source = posthoc_training_split(ctx)
     if source is None:
       fit_info = {"posthoc_skipped": "no training split to fit the post-hoc prior on"}
@@ -438,7 +440,11 @@ def run_suite(run: runner.Run, corpus: corpus_lib.Corpus, split_name: str,
   for name in ordered:
     start = time.perf_counter()
     log(f"[{name}] ...")
-    ctx.results[name] = _SECTION_FNS[name](ctx)
+    if ctx.scoring.latent_free and name != "bounds":
+      ctx.results[name] = _skipped("a language model (objective lm) has no latent code: only its "
+                                   "exact NLL (bounds) applies")
+    else:
+      ctx.results[name] = _SECTION_FNS[name](ctx)
     timings[name] = time.perf_counter() - start
     log(f"[{name}] done in {timings[name]:.1f} s")
   return {**ctx.results, "timings": timings}
@@ -497,7 +503,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def headline_rows(bounds_report: dict[str, Any]) -> list[tuple[str, str]]:
   """(label, metric prefix) of every bound the report holds, in the report's order."""
-  rows = [("ELBO", "elbo"), ("ELBO, one KL (seed 003, not a bound)", "elbo_one_kl"),
+  rows = [("exact NLL (language model)", "exact"), ("ELBO", "elbo"),
+          ("ELBO, one KL (seed 003, not a bound)", "elbo_one_kl"),
           ("IW (model prior)", "iw"), ("IW (post-hoc prior)", "posthoc_iw"),
           ("MELBO (not a bound on the model's NLL)", "melbo")]
   return [(label, key) for label, key in rows if f"{key}_nll" in bounds_report]
@@ -534,6 +541,11 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
         lines.append(f"Post-hoc prior: a {p['num_components']}-component Gaussian mixture fitted "
                      f"to {p['num_codes']} draws z ~ q(z|x) of the {p['fitted_on']} split (held-out "
                      f"log-likelihood per K: {p['scores']}); proposal {p['proposal']}.")
+    if b["scoring"].get("latent_free"):
+      lines += ["", f"{b['bounds_skipped']}.", "",
+                f"- BLEU-1 of its greedy decode (the same for every input): {_fmt(b['bleu1'], 4)}",
+                ""]
+      return _write_lines(lines, suite, path)
     if "bounds_skipped" in b:
       lines += ["", f"No likelihood bounds of the model's own: {b['bounds_skipped']}"]
     if "posthoc_skipped" in b:
@@ -552,6 +564,11 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
     for ex in b["examples"]:
       lines += [f"- D: {ex['data']}", f"  M: {ex['mean_reconstruction']}"]
     lines.append("")
+  return _write_lines(lines, suite, path)
+
+
+def _write_lines(lines: list[str], suite: dict[str, Any], path: str) -> str:
+  """Appends the sections after bounds and the timings to `lines`, writes `path`, returns it."""
   for name in ("info", "histograms", "melbo", "qa", "classify"):
     section = suite.get(name)
     if section is None:

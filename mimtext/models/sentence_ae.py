@@ -33,7 +33,7 @@ Array = jax.Array
 
 FLOOR_MODES = ("clamp", "softplus", "none")
 SUMMARIES = ("last", "mean", "attention")
-CONDITIONS = ("init", "concat", "both")
+CONDITIONS = ("init", "concat", "both", "none")
 POSTERIORS = ("gaussian", "hsvae")
 EMBED_DROPOUT_SCOPES = ("both", "decoder")
 LOG_VAR_INITS = ("default", "floor")
@@ -74,7 +74,8 @@ class ModelConfig:
   encoder_highway: int = _field(0, "Highway layers between the summary and the posterior head.")
   decoder_highway: int = _field(0, "Highway layers on z before the decoder (seed 002 §5.2).")
   condition: str = _field("both", 'z enters the decoder as its "init" state, "concat" (joined to '
-                          'every input embedding), or "both" (seed 000 §4.2).')
+                          'every input embedding), or "both" (seed 000 §4.2); "none": the '
+                          'decoder ignores z, a language model (objective "lm").')
   embed_dropout: float = _field(0.5, "Dropout rate on the word embeddings (which: "
                                 "embed_dropout_scope).")
   output_dropout: float = _field(0.0, "Dropout on the decoder states before the softmax "

@@ -5,6 +5,7 @@
 | mim | A-MIM | seed 000 Algorithm 1 | Gaussian |
 | vae | −ELBO: annealing, free bits, multi-sample, word dropout, L1/L2 | seeds 001, 003, 004 | Gaussian |
 | ae | deterministic autoencoder | seed 000 §4.5 | z = μ |
+| lm | language model: the decoder without z (condition "none"), exact NLL | seeds 000, 001 (baseline) | none |
 | mi | −ELBO + λ L_MI | seed 002 Eq. 9 | Gaussian |
 | hsvae | hierarchical sparse VAE | seed 004 Eq. 2 | q(γ|x) q(z|γ,x), p(γ) p(z|γ) |
 | matvae | −ELBO, ψ KL + λ MMD to a spike-and-slab prior | seed 004 appendix B | spike-and-slab p |
@@ -20,6 +21,7 @@ from mimtext.objectives import ae
 from mimtext.objectives import common
 from mimtext.objectives import elbo
 from mimtext.objectives import hsvae
+from mimtext.objectives import lm
 from mimtext.objectives import latents
 from mimtext.objectives import matvae
 from mimtext.objectives import mi
@@ -28,7 +30,8 @@ from mimtext.objectives.common import ObjectiveConfig
 from mimtext.objectives.latents import LatentDraw
 from mimtext.objectives.latents import LatentFamily
 
-MODULES = {"mim": mim, "vae": elbo, "ae": ae, "mi": mi, "hsvae": hsvae, "matvae": matvae}
+MODULES = {"mim": mim, "vae": elbo, "ae": ae, "mi": mi, "hsvae": hsvae, "matvae": matvae,
+           "lm": lm}
 LOSSES = {name: module.loss for name, module in MODULES.items()}
 
 

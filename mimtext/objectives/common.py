@@ -55,7 +55,8 @@ class ObjectiveConfig:
   model: sentence_ae.ModelConfig = _field(doc="The model the objective trains.",
                                           derived="the config's model block")
   name: str = _field("mim", 'The objective: "mim" (A-MIM, seed 000), "vae" (ELBO), "ae", "mi" '
-                     '(seed 002 Eq. 9), "hsvae" (seed 004 §3) or "matvae" (seed 004 app. B).')
+                     '(seed 002 Eq. 9), "hsvae" (seed 004 §3), "matvae" (seed 004 app. B) or '
+                     '"lm" (the language-model baseline: needs model.condition="none").')
   kl_weight: float = _field(1.0, "β, the weight of the KL term of vae / mi (its final value under "
                             "a kl_schedule).")
   kl_schedule: str = _field("constant", 'β over the steps: "constant", "linear" (0 → kl_weight '
@@ -178,11 +179,13 @@ class Scoring(NamedTuple):
   deterministic_z: z = μ(x), the AE (seed 000 §4.5): its log-variance head never trained, so no
     likelihood bound is defined.
   trained_with_word_dropout: 0 < keep < 1 at some point of training (scored with all inputs).
+  latent_free: the language model (objective "lm"): the decoder ignores z, so log p(x) is exact.
   """
   word_keep: float
   num_latents: int
   deterministic_z: bool
   trained_with_word_dropout: bool
+  latent_free: bool = False
 
 
 def scoring(cfg: ObjectiveConfig) -> Scoring:
@@ -198,7 +201,8 @@ def scoring(cfg: ObjectiveConfig) -> Scoring:
       word_keep=0.0 if inputless else 1.0,
       num_latents=cfg.num_samples if cfg.sample_average == "hidden" else 1,
       deterministic_z=cfg.name == "ae",
-      trained_with_word_dropout=any(r < 1.0 for r in rates) and not inputless)
+      trained_with_word_dropout=any(r < 1.0 for r in rates) and not inputless,
+      latent_free=cfg.name == "lm")
 
 
 def batch_mean(values: Array, valid: Array) -> Array:
