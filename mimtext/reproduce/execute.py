@@ -136,7 +136,11 @@ class Runner:
       elif st.state == "done":
         self.log(f"{spec.name}: done; collected")
       else:
-        queue.append(spec)
+        queue.append((spec, st))
+    # Runs that got furthest go first: evaluations, then resumptions, then new runs.
+    order = {"trained": 0, "training": 1, "absent": 2}
+    queue = [spec for spec, st in sorted(queue, key=lambda item: (order[item[1].state],
+                                                                   -item[1].step))]
     self.collect()
     previous_handlers = {s: signal.signal(s, self._on_signal)
                          for s in (signal.SIGTERM, signal.SIGINT)}

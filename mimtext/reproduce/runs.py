@@ -171,8 +171,18 @@ def seconds_per_step(records: list[dict[str, Any]]) -> float | None:
   return statistics.median(rates) if len(rates) >= 2 else None
 
 
-def last_step(records: list[dict[str, Any]]) -> int:
-  return max((int(r.get("step", 0)) for r in records), default=0)
+def checkpoint_step(workdir: str) -> int:
+  """The newest step with a committed orbax checkpoint (its commit_success.txt or
+  _CHECKPOINT_METADATA written), 0 when none: where a rerun resumes."""
+  directory = os.path.join(workdir, "checkpoints")
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return 0
+  steps = [int(n) for n in names if n.isdigit() and any(
+      os.path.exists(os.path.join(directory, n, marker))
+      for marker in ("commit_success.txt", "_CHECKPOINT_METADATA"))]
+  return max(steps, default=0)
 
 
 # ----------------------------------------------------------------------------- status
@@ -180,8 +190,9 @@ def last_step(records: list[dict[str, Any]]) -> int:
 
 @dataclasses.dataclass
 class Status:
-  """How far a run got: "absent", "training" (unfinished: resumable), "trained" (stopped by a
-  rule or its time budget, not yet evaluated) or "done" (evaluated)."""
+  """How far a run got: "absent" (no checkpoint), "training" (unfinished: resumes at `step`, its
+  newest checkpoint), "trained" (stopped by a rule or its time budget, not yet evaluated) or
+  "done" (evaluated)."""
   state: str
   step: int = 0
   stop: dict[str, Any] | None = None
@@ -198,8 +209,7 @@ def status(spec: RunSpec, max_hours: float | None = None) -> Status:
     return Status("absent")
   record = load_record(spec)
   seconds = training_seconds(record)
-  records = metric_records(spec.workdir)
-  step = last_step(records)
+  step = checkpoint_step(spec.workdir)
   stop = read_json(spec.path(STOP_FILE))
   by_rule = stop is not None and stop.get("kind") in FINAL_STOPS
   by_budget = (max_hours is not None and step > 0 and seconds >= 3600 * max_hours)
