@@ -13,8 +13,8 @@ units, Kraskov entropy, Hoyer), histograms (seed 000 Figure 3), melbo (MELBO aga
 evaluation-set size, seed 000 Figure 5), qa (answer ranking on Yahoo) and classify (a frozen-encoder
 classifier on yahoo_topic and dbpedia). A section that does not apply is skipped with its reason.
 Writes W/eval_SPLIT.json (the bounds at the top level, every other section under its name),
-W/report_SPLIT.md embedding the PNGs, and W/curves.png from metrics.jsonl. Exits 1 when a result
-is not finite.
+W/report_SPLIT.md embedding the PNGs (--report_name=NAME: W/NAME.json and W/NAME.md), and
+W/curves.png from metrics.jsonl. Exits 1 when a result is not finite.
 """
 
 import math
@@ -46,6 +46,10 @@ _MAX_SENTENCES = flags.DEFINE_integer(
     "max_sentences", 0, "Evaluate only the first N sentences of the split (0: all of them).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's data directory.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the z samples.")
+_REPORT_NAME = flags.DEFINE_string(
+    "report_name", None, "Base name of the reports in the workdir: NAME.json and NAME.md "
+    "(default eval_SPLIT and report_SPLIT), so that several evaluations of one run (a K sweep) "
+    "keep their own.")
 _PLOT = flags.DEFINE_bool("plot", True, "Also draw the run's training curves into W/curves.png.")
 _PROGRESS = flags.DEFINE_bool(
     "progress", None, "Progress bars on stderr (default: when stderr is a terminal, so a log file "
@@ -86,6 +90,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   common.prepare_host()
   common.setup_logging()
+  if _REPORT_NAME.value is not None and (not _REPORT_NAME.value or os.sep in _REPORT_NAME.value):
+    raise app.UsageError(f"--report_name={_REPORT_NAME.value!r}: a file name without '/'")
   if _BATCH.value <= 0 or _MAX_SENTENCES.value < 0:
     raise app.UsageError("--batch_size must be positive and --max_sentences >= 0")
   for flag in (_HIST, _MELBO_SUBSETS, _QA_QUESTIONS, _CLASSIFY_MAX):
@@ -126,11 +132,13 @@ def main(argv):
   for name in sections:
     if name != "bounds":
       print(f"\n{name}: " + suite_lib.one_line_summary(name, report[name]))
-  path = os.path.join(run.workdir, f"eval_{_SPLIT.value}.json")
-  checkpoint_lib.save_json(run.workdir, f"eval_{_SPLIT.value}.json", report)
+  json_name = f"{_REPORT_NAME.value or 'eval_' + _SPLIT.value}.json"
+  md_name = f"{_REPORT_NAME.value or 'report_' + _SPLIT.value}.md"
+  path = os.path.join(run.workdir, json_name)
+  checkpoint_lib.save_json(run.workdir, json_name, report)
   print(f"\nwrote {path}")
   md = suite_lib.write_markdown({"bounds": report if "N" in report else None, **results},
-                                os.path.join(run.workdir, f"report_{_SPLIT.value}.md"),
+                                os.path.join(run.workdir, md_name),
                                 split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir)
   print(f"wrote {md}")
   if _PLOT.value and os.path.exists(os.path.join(run.workdir, "metrics.jsonl")):

@@ -106,10 +106,11 @@ def test_status_follows_the_stop_file_and_the_time_budget(tmp_path):
   _write(spec.path("stopped.json"), {"kind": "early_stopping", "step": 60, "epochs": 4,
                                      "reason": "early_stopping_patience=4 reached"})
   assert runs.status(spec).state == "trained"
-  record["evaluation"] = {"command": spec.evaluate_args(), "train_step": 60}
+  record["evaluations"] = {name: {"command": args, "train_step": 60}
+                           for name, args in spec.evaluations()}
   runs.save_record(spec, record)
   assert runs.status(spec).state == "done"
-  record["evaluation"]["command"] = ["--iw_samples=7"]  # evaluated otherwise: evaluate again
+  record["evaluations"]["main"]["command"] = ["--iw_samples=7"]  # evaluated otherwise: again
   runs.save_record(spec, record)
   assert runs.status(spec).state == "trained"
 
@@ -157,12 +158,16 @@ REPORT = {"elbo_nll": 80.0, "elbo_ppl": 60.0, "elbo_nll_no_eos": 78.0, "iw_nll":
 
 def test_metric_values_and_the_tightest_valid_bound():
   assert results.best_bound(REPORT) == "iw"  # MELBO is lower but no bound
-  assert results.metric_value(REPORT, {}, "best_ppl") == 50.0
-  assert results.metric_value(REPORT, {}, "best_ppl_smim") == 44.0
-  assert results.metric_value(REPORT, {}, "info.mutual_information") == 4.5
-  assert results.metric_value(REPORT, {}, "histograms.x") is None
-  assert results.metric_value(REPORT, {"valid_rec": 4.0}, "train.valid_rec") == 4.0
-  assert results.metric_value({"exact_nll": 90.0, "exact_ppl": 100.0}, {}, "best_ppl") == 100.0
+  reports = {"main": REPORT, "k500": {"iw_nll": 70.0}}
+  assert results.metric_value(reports, {}, "best_ppl") == 50.0
+  assert results.metric_value(reports, {}, "best_ppl_smim") == 44.0
+  assert results.metric_value(reports, {}, "info.mutual_information") == 4.5
+  assert results.metric_value(reports, {}, "histograms.x") is None
+  assert results.metric_value(reports, {}, "k500/iw_nll") == 70.0
+  assert results.metric_value(reports, {}, "k10/iw_nll") is None
+  assert results.metric_value(reports, {"valid_rec": 4.0}, "train.valid_rec") == 4.0
+  lm = {"main": {"exact_nll": 90.0, "exact_ppl": 100.0}}
+  assert results.metric_value(lm, {}, "best_ppl") == 100.0
   summary = results.train_summary(_train_records())
   assert summary["valid_criterion"] == 3.5 and summary["tokens_per_sec"] == 1040.0
 
@@ -199,7 +204,7 @@ def test_committed_runs_are_kept_and_rendering_is_a_pure_function_of_the_json(tm
       run.update(precision="float32", epochs=2, steps=4208, stop_reason="max_epochs=2 reached",
                  train_wall_seconds=3600.0, train_invocations=1, eval_wall_seconds=60.0,
                  hardware="cpu", git_commit="abc", train_command="python -m launch.train x",
-                 evaluate_command="python -m launch.evaluate y")
+                 evaluate_commands=["python -m launch.evaluate y"])
   # A later invocation whose runs directory lacks these runs keeps them.
   again = results.table_json(tables.get_table("precision_ab"), {}, data)
   assert again == data
@@ -287,6 +292,9 @@ def test_reproduce_end_to_end_killed_and_resumed(tmp_path):
   assert smim_run["metrics"]["elbo_nll"] > 0 and smim_run["metrics"]["exact_nll"] is None
   assert lm_run["metrics"]["exact_nll"] > 0 and lm_run["metrics"]["elbo_nll"] is None
   assert "launch.train --flagfile=launch/configs/quickstart.flags" in smim_run["train_command"]
+  assert [c.split("--report_name=")[-1] if "--report_name" in c else "main"
+          for c in smim_run["evaluate_commands"]] == ["main", "k1"]
+  assert smim_run["metrics"]["iw_k1"] >= smim_run["metrics"]["iw_k2"] - 5
   md = (tmp_path / "docs" / "results" / "builtin_tiny.md").read_text()
   assert md == render.render_table(data) and "2 of 2 runs finished" in md
 

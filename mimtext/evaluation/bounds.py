@@ -299,7 +299,8 @@ PPL_LABELS = {"": "PPL +eos", "_no_eos": "PPL -eos", "_smim": "PPL smim"}
 
 
 def _add_bound(out: dict, name: str, per_sentence: dict[str, np.ndarray],
-               tokens: dict[str, float], n: int, offset: float = 0.0) -> None:
+               tokens: dict[str, float], n: int, offset: float = 0.0,
+               truth: np.ndarray | None = None) -> None:
   """NLL per sentence (+eos, -eos) and the three PPLs of one bound, given per-sentence NLLs; also
   `name`_nll_stderr, the standard error of the +eos mean over the N sentences (std / √N), the
   spread a second test set of the same size would show."""
@@ -307,13 +308,19 @@ def _add_bound(out: dict, name: str, per_sentence: dict[str, np.ndarray],
     out[f"{name}_nll{nll_suffix}"] = float(np.mean(per_sentence[nll_suffix]) + offset)
   out[f"{name}_nll_stderr"] = (float(np.std(per_sentence[""], ddof=1) / math.sqrt(n)) if n > 1
                                else float("nan"))
+  if truth is not None:  # the paired gap to the exact −log p(x_i): a valid bound keeps it ≥ 0
+    gap = per_sentence[""] + offset - truth
+    out[f"{name}_gap"] = float(np.mean(gap))
+    out[f"{name}_gap_stderr"] = (float(np.std(gap, ddof=1) / math.sqrt(n)) if n > 1
+                                 else float("nan"))
   for suffix, (nll_suffix, _) in PPL_CONVENTIONS.items():
     total = float(np.sum(per_sentence[nll_suffix]) + n * offset)
     out[f"{name}_ppl{suffix}"] = float(np.exp(total / tokens[suffix]))
 
 
 def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
-               scoring: objectives.common.Scoring | None = None) -> dict[str, float]:
+               scoring: objectives.common.Scoring | None = None,
+               true_nll: np.ndarray | None = None) -> dict[str, float]:
   """Dataset-level NLL and PPL bounds from per-sentence terms of N sentences.
 
   Args:
@@ -331,8 +338,12 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
     kl is one latent's KL and kl_total = L × kl. An AE gets rec only and "bounds_skipped" says why.
     With post-hoc terms also the bound "posthoc_iw" (under the fitted prior p̂, not the model's).
     A language model (`scoring.latent_free`) gets "exact": its −log p(x) is no bound but the
-    value itself.
+    value itself. Every bound B also has B_nll_stderr (the standard error over sentences) and,
+    given `true_nll` ([N] the exact −log p(x_i) of a corpus that has one, +eos), B_gap and
+    B_gap_stderr: the mean of B_i − (−log p(x_i)) and its paired standard error (a valid bound
+    has a gap ≥ 0 up to Monte Carlo noise).
   """
+  truth = None if true_nll is None else np.asarray(true_nll, np.float64)
   scoring = scoring or objectives.common.Scoring(1.0, 1, False, False)
   n = len(num_words)
   if n == 0:
@@ -346,7 +357,7 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
   if scoring.latent_free:
     out["bounds_skipped"] = ("a language model: the decoder ignores z, so −log p(x) is computed "
                              "exactly (row exact), with no latent and no bound")
-    _add_bound(out, "exact", rec, tokens, n)
+    _add_bound(out, "exact", rec, tokens, n, truth=truth)
     return out
   if scoring.deterministic_z:
     out["bounds_skipped"] = (
@@ -354,26 +365,27 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
         "posterior or prior to bound log p(x) with: reconstruction from z = μ and BLEU only"
         + ("; the posthoc_iw bound is under a prior fitted after training, with the proposal "
            "N(μ(x), s² I)" if "posthoc_iw_log_px" in terms else ""))
-    _add_posthoc_bound(out, terms, rec, tokens, n)
+    _add_posthoc_bound(out, terms, rec, tokens, n, truth)
     return out
   kl = np.asarray(terms["kl"], np.float64)
   num_latents = scoring.num_latents
   out.update(kl=float(kl.mean()), kl_total=float(num_latents * kl.mean()),
              num_latents=num_latents)
-  _add_bound(out, "elbo", {s: rec[s] + num_latents * kl for s in rec}, tokens, n)
+  _add_bound(out, "elbo", {s: rec[s] + num_latents * kl for s in rec}, tokens, n,
+             truth=truth)
   if num_latents > 1:
-    _add_bound(out, "elbo_one_kl", {s: rec[s] + kl for s in rec}, tokens, n)
+    _add_bound(out, "elbo_one_kl", {s: rec[s] + kl for s in rec}, tokens, n, truth=truth)
   _add_bound(out, "iw", {s: -np.asarray(terms["iw_log_px" + s], np.float64) for s in rec},
-             tokens, n)
-  _add_bound(out, "melbo", rec, tokens, n, offset=math.log(n))
-  _add_posthoc_bound(out, terms, rec, tokens, n)
+             tokens, n, truth=truth)
+  _add_bound(out, "melbo", rec, tokens, n, offset=math.log(n), truth=truth)
+  _add_posthoc_bound(out, terms, rec, tokens, n, truth)
   return out
 
 
 def _add_posthoc_bound(out: dict, terms: dict[str, np.ndarray], rec: dict[str, np.ndarray],
-                       tokens: dict[str, float], n: int) -> None:
+                       tokens: dict[str, float], n: int, truth: np.ndarray | None = None) -> None:
   """The "posthoc_iw" bound, when `terms` has the post-hoc importance-weighted log p̂(x)."""
   if "posthoc_iw_log_px" in terms:
     _add_bound(out, "posthoc_iw", {s: -np.asarray(terms["posthoc_iw_log_px" + s], np.float64)
-                                   for s in rec}, tokens, n)
+                                   for s in rec}, tokens, n, truth=truth)
 

@@ -206,7 +206,8 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
     for j, text in zip(index, recon):
       hypotheses[j] = text
   references = [" ".join(run.vocab.decode(ids)) for ids in split.ids]
-  report: dict[str, Any] = bounds.nll_bounds(terms, num_words, scoring)
+  true_nll = None if split.log_probs is None else -np.asarray(split.log_probs, np.float64)
+  report: dict[str, Any] = bounds.nll_bounds(terms, num_words, scoring, true_nll=true_nll)
   bleu, signature = reconstruction.bleu1(hypotheses, references)
   report.update({"scoring": describe_scoring(scoring), "bleu1": bleu,
                  "bleu_signature": signature, "step": run.step,

@@ -199,11 +199,17 @@ class Runner:
     self._launch(spec, "train", args, record, runs_lib.TRAIN_LOG)
 
   def _start_evaluation(self, spec: runs_lib.RunSpec, st: runs_lib.Status) -> None:
+    """Starts the run's first evaluation still to make (`runs.pending_evaluations`)."""
     record = runs_lib.load_record(spec)
-    args = [self.o.python, "-m", "launch.evaluate", *spec.evaluate_args()]
-    self.log(f"{spec.name}: evaluation starts (step {st.step:,}); log "
+    pending = runs_lib.pending_evaluations(spec, record, st.step)
+    if not pending:
+      self.collect()
+      return
+    name, eval_args = pending[0]
+    args = [self.o.python, "-m", "launch.evaluate", *eval_args]
+    self.log(f"{spec.name}: evaluation {name} starts (step {st.step:,}); log "
              f"{spec.path(runs_lib.EVAL_LOG)}")
-    self._launch(spec, "evaluate", args, record, runs_lib.EVAL_LOG)
+    self._launch(spec, f"evaluate:{name}", args, record, runs_lib.EVAL_LOG)
 
   def _launch(self, spec, phase, args, record, log_name) -> None:
     log_file = open(spec.path(log_name), "ab")
@@ -264,28 +270,32 @@ class Runner:
       self._start_evaluation(spec, st)
 
   def _evaluation_ended(self, job: Job, rc: int) -> None:
-    spec = job.spec
+    spec, name = job.spec, job.phase.split(":", 1)[1]
     seconds = time.time() - job.started
     if rc != 0:
+      if self.stopping:
+        self.log(f"{spec.name}: evaluation {name} stopped (exit {rc}); it runs again next time")
+        return
       self.failed.append(spec.name)
-      self.log(f"{spec.name}: evaluation FAILED (exit {rc}): {self._last_line(spec, 'eval.log')}")
+      self.log(f"{spec.name}: evaluation {name} FAILED (exit {rc}): "
+               f"{self._last_line(spec, runs_lib.EVAL_LOG)}")
       return
     st = self.state(spec)
     record = runs_lib.load_record(spec)
-    record["evaluation"] = {"command": spec.evaluate_args(), "train_step": st.step,
-                            "seconds": round(seconds, 1), "git_commit": results_lib.git_commit(),
-                            "date": results_lib.today()}
+    record.setdefault("evaluations", {})[name] = {
+        "command": dict(spec.evaluations())[name], "train_step": st.step,
+        "seconds": round(seconds, 1), "git_commit": results_lib.git_commit(),
+        "date": results_lib.today()}
     runs_lib.save_record(spec, record)
-    self.log(f"{spec.name}: evaluated in {runs_lib.format_hours(seconds)}")
-    self.collect()
+    self.log(f"{spec.name}: evaluation {name} done in {runs_lib.format_hours(seconds)}")
+    if self.stopping:
+      return
+    if runs_lib.pending_evaluations(spec, record, st.step):
+      self._start_evaluation(spec, self.state(spec))
+    else:
+      self.collect()
 
   # --------------------------------------------------------------------------- results
-
-  def split(self) -> str:
-    for flag in self.table.evaluate:
-      if flag.startswith("--split="):
-        return flag.split("=", 1)[1]
-    return "test"
 
   def collect(self) -> None:
     """Writes the table's JSON from every evaluated run here (and the committed JSON's others),
@@ -295,11 +305,12 @@ class Runner:
       st = self.state(spec)
       if st.state != "done":
         continue
-      report = runs_lib.read_json(spec.path(f"eval_{self.split()}.json"))
-      if report is None:
+      reports = {name: runs_lib.read_json(spec.report_file(name))
+                 for name, _ in spec.evaluations()}
+      if any(report is None for report in reports.values()):
         continue
       finished[(spec.row.name, spec.seed)] = results_lib.run_result(
-          spec, runs_lib.load_record(spec), report, st)
+          spec, runs_lib.load_record(spec), reports, st)
     if not finished and self.previous is None:
       return
     data = results_lib.table_json(self.table, finished, self.previous)

@@ -42,6 +42,10 @@ def mean_with_spread(row: dict[str, Any], column: dict[str, Any]) -> str:
   text = fmt(mean, column["digits"])
   if std is not None:
     text += f" ± {fmt(std, column['digits'])} ({len(row['runs'])})"
+  elif mean is not None and column.get("stderr") and len(row["runs"]) == 1:
+    stderr = row["runs"][0].get("stderr", {}).get(column["key"])
+    if stderr is not None:
+      text += f" ± {fmt(stderr, column['digits'])}"
   return text
 
 
@@ -88,7 +92,8 @@ def render_table(data: dict[str, Any]) -> str:
     cells = [mean_with_spread(row, c) for c in columns] if row["runs"] else (
         ["not run yet"] + [""] * (len(columns) - 1))
     lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
-  lines += ["", "Mean ± standard deviation (number of seeds) where several seeds ran.", ""]
+  lines += ["", "Mean ± standard deviation (number of seeds) where several seeds ran; for one run, "
+            "± the standard error of the columns that have one.", ""]
   lines += ["Columns:", ""] + [f"- **{c['label']}** (`{c['metric']}`): {c['doc']}"
                                for c in columns if c.get("doc")]
   comparisons = paper_comparisons(data)
@@ -122,7 +127,8 @@ def render_table(data: dict[str, Any]) -> str:
   for row in data["rows"]:
     for run in row["runs"]:
       lines += [f"- {row['label']}, seed {run['seed']}:", "", "  ```bash",
-                f"  {run['train_command']}", f"  {run['evaluate_command']}", "  ```"]
+                f"  {run['train_command']}", *(f"  {c}" for c in run["evaluate_commands"]),
+                "  ```"]
   return "\n".join(lines).rstrip() + "\n"
 
 

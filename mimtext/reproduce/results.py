@@ -82,39 +82,46 @@ def best_bound(report: dict[str, Any]) -> str | None:
   return min(present, key=lambda b: report[f"{b}_nll"]) if present else None
 
 
-def metric_value(report: dict[str, Any], train: dict[str, Any], metric: str) -> Any:
-  """`metric` of a run (`tables.Column.metric`): "train.KEY" of `train_summary`, "best_ppl…" of
-  the tightest valid bound, "SECTION.KEY" of a report section, else a bounds key; None when the
-  run has no such number (a section skipped for this model)."""
+def metric_value(reports: dict[str, dict[str, Any]], train: dict[str, Any], metric: str) -> Any:
+  """`metric` of a run (`tables.Column.metric`): "train.KEY" of `train_summary`; "NAME/KEY" of
+  the evaluation NAME (else the main one, `runs.MAIN_EVALUATION`); within a report "best_ppl…"
+  of the tightest valid bound, "SECTION.KEY" of a section, else a bounds key. None when the run
+  has no such number (a section skipped for this model)."""
   if metric.startswith("train."):
     return train.get(metric[len("train."):])
-  if metric.startswith("best_ppl"):
+  name, _, key = metric.rpartition("/")
+  report = reports.get(name or runs_lib.MAIN_EVALUATION) or {}
+  if key.startswith("best_ppl"):
     bound = best_bound(report)
-    return None if bound is None else report.get(f"{bound}_ppl{metric[len('best_ppl'):]}")
-  if "." in metric:
-    section, key = metric.split(".", 1)
+    return None if bound is None else report.get(f"{bound}_ppl{key[len('best_ppl'):]}")
+  if "." in key:
+    section, sub = key.split(".", 1)
     value = report.get(section)
-    return value.get(key) if isinstance(value, dict) else None
-  return report.get(metric)
+    return value.get(sub) if isinstance(value, dict) else None
+  return report.get(key)
 
 
 def _finite(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def run_result(spec: runs_lib.RunSpec, record: dict[str, Any], report: dict[str, Any],
-               st: runs_lib.Status) -> dict[str, Any]:
-  """The JSON entry of one finished, evaluated run."""
+def run_result(spec: runs_lib.RunSpec, record: dict[str, Any],
+               reports: dict[str, dict[str, Any]], st: runs_lib.Status) -> dict[str, Any]:
+  """The JSON entry of one finished run with every evaluation made (`reports` by name)."""
   records = runs_lib.metric_records(spec.workdir)
   train = train_summary(records)
-  evaluation = record.get("evaluation", {})
-  metrics = {c.key: metric_value(report, train, c.metric) for c in spec.table.columns}
+  evaluations = record.get("evaluations", {})
+  evaluation = evaluations.get(runs_lib.MAIN_EVALUATION, {})
+  report = reports[runs_lib.MAIN_EVALUATION]
+  metrics = {c.key: metric_value(reports, train, c.metric) for c in spec.table.columns}
+  errors = {c.key: metric_value(reports, train, c.stderr) for c in spec.table.columns
+            if c.stderr}
   bound = best_bound(report)
   return {
       "seed": spec.seed,
       "workdir": spec.workdir,
       "train_command": spec.train_command(),
-      "evaluate_command": spec.evaluate_command(),
+      "evaluate_commands": spec.evaluate_commands(),
       "git_commit": evaluation.get("git_commit", "unknown"),
       "train_git_commits": sorted({i.get("git_commit", "unknown")
                                    for i in record.get("invocations", [])}),
@@ -122,7 +129,7 @@ def run_result(spec: runs_lib.RunSpec, record: dict[str, Any], report: dict[str,
       "precision": runs_lib.precision(spec),
       "train_wall_seconds": round(st.train_seconds, 1),
       "train_invocations": len(record.get("invocations", [])),
-      "eval_wall_seconds": round(evaluation.get("seconds", 0.0), 1),
+      "eval_wall_seconds": round(sum(e.get("seconds", 0.0) for e in evaluations.values()), 1),
       "steps": st.step,
       "epochs": (st.stop or {}).get("epochs", train.get("valid_epochs")),
       "stop_kind": (st.stop or {}).get("kind"),
@@ -131,6 +138,7 @@ def run_result(spec: runs_lib.RunSpec, record: dict[str, Any], report: dict[str,
       "evaluated_on": evaluation.get("date"),
       "best_bound": bound,
       "metrics": metrics,
+      "stderr": errors,
   }
 
 
@@ -181,8 +189,9 @@ def table_json(table: tables_lib.Table, finished: dict[tuple[str, int], dict[str
       "spread_check": (None if table.spread_check is None else
                        {k: list(v) if isinstance(v, tuple) else v
                         for k, v in table.spread_check.items()}),
+      "extra_evaluations": {k: list(v) for k, v in table.extra_evaluations.items()},
       "columns": [{"key": c.key, "label": c.label, "metric": c.metric, "digits": c.digits,
-                   "doc": c.doc} for c in table.columns],
+                   "doc": c.doc, "stderr": c.stderr} for c in table.columns],
       "rows": rows,
   }
 

@@ -6,10 +6,10 @@ next on the same machine):
   RUNS_DIR/ROW/seedS/            the work directory of `launch.train` (checkpoints, metrics.jsonl,
                                  stopped.json, eval_SPLIT.json)
   RUNS_DIR/ROW/seedS/train.log   what every training invocation printed (appended)
-  RUNS_DIR/ROW/seedS/eval.log    what the evaluation printed
+  RUNS_DIR/ROW/seedS/eval.log    what the evaluations printed
   RUNS_DIR/ROW/seedS/reproduce.json
                                  this module's record: the row's flags, every training invocation
-                                 (start, seconds, exit status) and the evaluation's command
+                                 (start, seconds, exit status) and each evaluation's command
 
 A run is trained until `launch.train` stops it by a rule (stopped.json: early stopping, an epoch
 or step cap) or its training wall time, summed over invocations, reaches `--max_hours_per_run`;
@@ -31,6 +31,7 @@ from typing import Any
 from mimtext.reproduce import tables as tables_lib
 
 RECORD_FILE = "reproduce.json"
+MAIN_EVALUATION = "main"
 TRAIN_LOG = "train.log"
 EVAL_LOG = "eval.log"
 STOP_FILE = "stopped.json"  # mimtext.train.STOP_FILE (not imported: this module loads no jax)
@@ -67,15 +68,32 @@ class RunSpec:
       args.append(f"--config.max_minutes={max_minutes:.2f}")
     return args
 
-  def evaluate_args(self) -> list[str]:
-    return [f"--workdir={self.workdir}", *self.table.evaluate, "--noprogress"]
+  def evaluations(self) -> list[tuple[str, list[str]]]:
+    """(name, `launch.evaluate` arguments) of every evaluation of the run: "main" (the table's
+    `evaluate`, writing eval_SPLIT.json), then each extra evaluation (writing NAME.json)."""
+    out = [(MAIN_EVALUATION, [f"--workdir={self.workdir}", *self.table.evaluate, "--noprogress"])]
+    for name, flags in self.table.extra_evaluations.items():
+      out.append((name, [f"--workdir={self.workdir}", *flags, "--noprogress",
+                         f"--report_name={name}"]))
+    return out
+
+  def report_file(self, name: str) -> str:
+    """The JSON report of the evaluation `name`."""
+    if name != MAIN_EVALUATION:
+      return self.path(f"{name}.json")
+    split = "test"
+    for flag in self.table.evaluate:
+      if flag.startswith("--split="):
+        split = flag.split("=", 1)[1]
+    return self.path(f"eval_{split}.json")
 
   def train_command(self, python: str = "python") -> str:
     """The command as a user would type it (without the per-invocation time budget)."""
     return shlex.join([python, "-m", "launch.train", *self.train_args()])
 
-  def evaluate_command(self, python: str = "python") -> str:
-    return shlex.join([python, "-m", "launch.evaluate", *self.evaluate_args()])
+  def evaluate_commands(self, python: str = "python") -> list[str]:
+    return [shlex.join([python, "-m", "launch.evaluate", *args])
+            for _, args in self.evaluations()]
 
   def identity(self) -> dict[str, Any]:
     """What makes two runs the same run: a run directory holding another is refused."""
@@ -219,10 +237,16 @@ def status(spec: RunSpec, max_hours: float | None = None) -> Status:
     stop = {"kind": "time_budget", "step": step,
             "reason": f"--max_hours_per_run={max_hours:g} reached ({seconds / 3600:.2f} h)",
             "epochs": (stop or {}).get("epochs")}
-  evaluation = record.get("evaluation")
-  evaluated = (evaluation is not None and evaluation.get("command") == spec.evaluate_args()
-               and evaluation.get("train_step") == step)
-  return Status("done" if evaluated else "trained", step, stop, seconds)
+  pending = pending_evaluations(spec, record, step)
+  return Status("trained" if pending else "done", step, stop, seconds)
+
+
+def pending_evaluations(spec: RunSpec, record: dict[str, Any], step: int
+                        ) -> list[tuple[str, list[str]]]:
+  """The evaluations of `spec` not yet made with today's arguments on the checkpoint `step`."""
+  made = record.get("evaluations", {})
+  return [(name, args) for name, args in spec.evaluations()
+          if made.get(name, {}).get("command") != args or made[name].get("train_step") != step]
 
 
 def remaining_steps(spec: RunSpec, done_steps: int) -> int | None:

@@ -43,14 +43,17 @@ class Paper:
 class Column:
   """A number of the rendered table: `metric` of the evaluation report (`results.metric_value`).
 
-  metric: "elbo_nll_no_eos" (bounds, the top level of eval_SPLIT.json) or "info.mutual_information"
-  (another section); digits: decimals shown; lower_is_better: for the difference's reading.
+  metric: "elbo_nll_no_eos" (bounds, the top level of eval_SPLIT.json), "info.mutual_information"
+  (another section), "NAME/KEY" (of the table's extra evaluation NAME) or "train.KEY" (the
+  training records); stderr: the metric of its standard error, shown as "value ± stderr";
+  digits: decimals shown.
   """
   key: str
   label: str
   metric: str
   digits: int = 2
   doc: str = ""
+  stderr: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +79,10 @@ class Table:
   """A paper table (or figure) to reproduce: rows, columns, evaluation flags and prose.
 
   train_overrides: applied to every row before its own (the stopping rule of the table);
-  evaluate: the flags of `launch.evaluate` for every run (suite, K, split);
+  evaluate: the flags of `launch.evaluate` for every run (suite, K, split): the main
+    evaluation, eval_SPLIT.json;
+  extra_evaluations: more evaluations of every run, {name: flags}, each written to NAME.json
+    (`--report_name`) and read by the columns whose metric is "NAME/KEY" (a K sweep);
   notes: markdown paragraphs rendered under the table (what differs from the paper and why);
   seconds_per_epoch: measured reference speeds for the dry run's estimate before a row has
     logged its own rate, {matmul dtype: (seconds, how it was measured)}.
@@ -87,6 +93,7 @@ class Table:
   rows: tuple[Row, ...]
   columns: tuple[Column, ...]
   evaluate: tuple[str, ...] = ("--suite=bounds",)
+  extra_evaluations: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
   train_overrides: tuple[str, ...] = ()
   notes: str = ""
   steps_per_epoch: int = 0
@@ -266,9 +273,13 @@ BUILTIN_TINY = Table(
         Row("tiny_lm", "language model", "launch/configs/quickstart.flags",
             overrides=("--config.objective.name=lm", "--config.model.condition=none")),
     ),
-    columns=(BOUND_COLUMNS[0], BOUND_COLUMNS[3], BOUND_COLUMNS[5], LATENT_COLUMNS[0]),
+    columns=(BOUND_COLUMNS[0], BOUND_COLUMNS[3], BOUND_COLUMNS[5], LATENT_COLUMNS[0],
+             Column("iw_k2", "IW K = 2", "iw_nll", stderr="iw_nll_stderr"),
+             Column("iw_k1", "IW K = 1", "k1/iw_nll", stderr="k1/iw_nll_stderr")),
     evaluate=("--suite=bounds", "--iw_samples=2", "--num_z_samples=2", "--max_sentences=40",
               "--noposthoc", "--noplot"),
+    extra_evaluations={"k1": ("--suite=bounds", "--iw_samples=1", "--num_z_samples=1",
+                              "--max_sentences=40", "--noposthoc", "--noplot")},
     train_overrides=("--config.model.embed_dim=16", "--config.model.hidden_dim=32",
                      "--config.max_steps=60", "--config.log_every_steps=20",
                      "--config.data.builtin_train_size=400", "--config.eval.max_valid_sentences=40",
