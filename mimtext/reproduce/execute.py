@@ -117,8 +117,10 @@ class Runner:
       lines.append(f"  {spec.name:<28} {what}; training left ≤ {runs_lib.format_hours(seconds)} "
                    f"({how})")
     wall = total / max(self.o.parallel, 1)
-    lines.append(f"training left ≤ {runs_lib.format_hours(total)} of run time, about "
-                 f"{runs_lib.format_hours(wall)} of wall time at --parallel={self.o.parallel}"
+    known = total > 0 or not unknown
+    lines.append(f"training left ≤ {runs_lib.format_hours(total if known else None)} of run "
+                 f"time, about {runs_lib.format_hours(wall if known else None)} of wall time at "
+                 f"--parallel={self.o.parallel}"
                  + (" (plus runs without an estimate)" if unknown else "")
                  + "; early stopping usually ends sooner; evaluations come on top")
     return lines

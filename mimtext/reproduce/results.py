@@ -85,8 +85,8 @@ def best_bound(report: dict[str, Any]) -> str | None:
 def metric_value(reports: dict[str, dict[str, Any]], train: dict[str, Any], metric: str) -> Any:
   """`metric` of a run (`tables.Column.metric`): "train.KEY" of `train_summary`; "NAME/KEY" of
   the evaluation NAME (else the main one, `runs.MAIN_EVALUATION`); within a report "best_ppl…"
-  of the tightest valid bound, "SECTION.KEY" of a section, else a bounds key. None when the run
-  has no such number (a section skipped for this model)."""
+  of the tightest valid bound, "SECTION.KEY[.INDEX]" of a section (INDEX into a list), else a
+  bounds key. None when the run has no such number (a section skipped for this model)."""
   if metric.startswith("train."):
     return train.get(metric[len("train."):])
   name, _, key = metric.rpartition("/")
@@ -94,11 +94,15 @@ def metric_value(reports: dict[str, dict[str, Any]], train: dict[str, Any], metr
   if key.startswith("best_ppl"):
     bound = best_bound(report)
     return None if bound is None else report.get(f"{bound}_ppl{key[len('best_ppl'):]}")
-  if "." in key:
-    section, sub = key.split(".", 1)
-    value = report.get(section)
-    return value.get(sub) if isinstance(value, dict) else None
-  return report.get(key)
+  value: Any = report
+  for part in key.split("."):  # "melbo.mean.3": a section's list, by index
+    if isinstance(value, dict):
+      value = value.get(part)
+    elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+      value = value[int(part)]
+    else:
+      return None
+  return value
 
 
 def _finite(value: Any) -> bool:
