@@ -29,7 +29,8 @@ from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLI_MD = REPO / "docs" / "cli.md"
-ENTRY_POINTS = ("launch.train", "launch.evaluate", "launch.generate", "launch.encode")
+ENTRY_POINTS = ("launch.train", "launch.evaluate", "launch.generate", "launch.encode",
+                "launch.reproduce")
 # Flags every absl program takes (module absl.flags); listed once, in the page's introduction.
 ABSL_BUILTIN_FLAGS = ("flagfile", "helpshort", "helpfull", "help", "undefok")
 # Where a module's flags may be registered: the module itself, and launch.common for the

@@ -43,17 +43,19 @@ _NICE = flags.DEFINE_integer("nice", 10, "Niceness of the training and evaluatio
                              "that interactive work on the machine stays responsive.")
 _RENDER = flags.DEFINE_bool("render", False, "Only re-render docs/results/*.md and "
                             "docs/RESULTS.md from the JSON in --results_dir.")
-_RESULTS_DIR = flags.DEFINE_string("results_dir", os.path.join(_REPO, "results"),
-                                   "Where TABLE.json is written.")
-_DOCS_DIR = flags.DEFINE_string("docs_dir", os.path.join(_REPO, "docs"),
-                                "Where results/TABLE.md and RESULTS.md are written.")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where TABLE.json is written (default: "
+                                   "results/ of the repository).")
+_DOCS_DIR = flags.DEFINE_string("docs_dir", None, "Where results/TABLE.md and RESULTS.md are "
+                                "written (default: docs/ of the repository).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  results_dir = _RESULTS_DIR.value or os.path.join(_REPO, "results")
+  docs_dir = _DOCS_DIR.value or os.path.join(_REPO, "docs")
   if _RENDER.value:
-    for path in render.render_all(_RESULTS_DIR.value, _DOCS_DIR.value):
+    for path in render.render_all(results_dir, docs_dir):
       print(f"wrote {path}")
     return
   if not _TABLE.value:
@@ -70,7 +72,7 @@ def main(argv):
   runs_dir = os.path.abspath(os.path.expanduser(
       _RUNS_DIR.value or os.environ.get("MIMTEXT_RUNS_DIR") or "~/mimtext-runs"))
   options = execute.Options(
-      runs_dir=runs_dir, results_dir=_RESULTS_DIR.value, docs_dir=_DOCS_DIR.value,
+      runs_dir=runs_dir, results_dir=results_dir, docs_dir=docs_dir,
       parallel=_PARALLEL.value, threads_per_run=_THREADS.value,
       max_hours_per_run=_MAX_HOURS.value, nice=_NICE.value, rows=tuple(_ROWS.value))
   try:
