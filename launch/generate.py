@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import sys
 from typing import Iterator, Sequence
 
@@ -110,6 +111,9 @@ _NUM_QUESTIONS = flags.DEFINE_integer("num_questions", 5, "answer: Yahoo questio
 _QUESTION = flags.DEFINE_string("question", None,
                                 "answer: a question ('text ?'; '|' separates several) instead of "
                                 "Yahoo questions.")
+_OUTPUT_JSON = flags.DEFINE_string(
+    "output_json", None, "Also write what every mode printed, as data, to this JSON file (for "
+    "launch.reproduce's text tables).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 "answer: the Yahoo corpus directory (or its parent).")
 
@@ -172,6 +176,7 @@ class _Context:
     self.key = jax.random.PRNGKey(_SEED.value)
     self.modes = list(modes)
     self._corpus = None
+    self.output: dict = {}  # {mode: what it printed, as data}: --output_json
 
   def decode_options(self, mode: str) -> dict:
     """The `generation.generate` options of the shared flags (--ban_unk defaults per mode)."""
@@ -273,9 +278,12 @@ def run_sample(ctx: _Context) -> None:
                                       std=std, prior=prior, objective=run.obj_cfg, **options)
   for text in texts:
     print(f"  {text}")
+  ctx.output["sample"] = {"header": f"{header}, {ctx.describe_decoding('sample')}",
+                          "texts": texts}
   if texts:
     distinct = len(set(texts))
     print(f"distinct samples: {distinct}/{len(texts)} ({distinct / len(texts):.2f})")
+    ctx.output["sample"]["distinct_fraction"] = distinct / len(texts)
 
 
 def run_reconstruct(ctx: _Context) -> None:
@@ -308,6 +316,9 @@ def run_reconstruct(ctx: _Context) -> None:
     for tag in ("D", "M", "R", "P"):
       if tag in row:
         print(f"  {tag}: {row[tag]}")
+  ctx.output["reconstruct"] = {
+      "header": f"reconstructions of {source} ({tags}), {ctx.describe_decoding('reconstruct')}",
+      "rows": [dict(row) for row in rows_out]}
 
 
 def run_interpolate(ctx: _Context) -> None:
@@ -339,6 +350,10 @@ def run_interpolate(ctx: _Context) -> None:
   width = len(str(n))
   for k, text in enumerate(texts, 1):
     print(f"  {k:>{width}}. {text}")
+  ctx.output["interpolate"] = {
+      "header": f"interpolation in {n} points between the {ends} of {source}, "
+                f"{ctx.describe_decoding('interpolate')}",
+      "a": _text(run.vocab, a_ids), "b": _text(run.vocab, b_ids), "texts": list(texts)}
 
 
 def run_impute(ctx: _Context) -> None:
@@ -362,9 +377,13 @@ def run_impute(ctx: _Context) -> None:
     out += imputation.impute_endings(run.params, run.model_cfg, examples[rows], fraction=fraction,
                                      beam_width=_BEAM_WIDTH.value, ban_unk=ban_unk,
                                      batch_size=_IMPUTE_CHUNK, scoring=ctx.scoring)
-  for item in out[:NUM_SHOWN_IMPUTATIONS]:
-    print(f"  {_text(run.vocab, item.prefix)} ||| {_text(run.vocab, item.true_ending)} ||| "
-          f"{_text(run.vocab, item.imputed_ending)}")
+  shown = [{"prefix": _text(run.vocab, item.prefix),
+            "true_ending": _text(run.vocab, item.true_ending),
+            "imputed_ending": _text(run.vocab, item.imputed_ending)}
+           for item in out[:NUM_SHOWN_IMPUTATIONS]]
+  for item in shown:
+    print(f"  {item['prefix']} ||| {item['true_ending']} ||| {item['imputed_ending']}")
+  ctx.output["impute"] = {"num_imputed": len(out), "examples": shown}
   if len(out) < 2:
     print(f"adversarial error skipped: {len(out)} imputed sentence; the classifiers need at "
           "least 2 (a training and a held-out pair)")
@@ -378,6 +397,7 @@ def run_impute(ctx: _Context) -> None:
         f"unigram {100 * result['unigram_gap']:.1f}%, RNN {100 * result['rnn_gap']:.1f}% "
         "(seed 001 Table 4: a classifier's accuracy at telling true from imputed sentences "
         "minus 50%; 0% = indistinguishable, 50% = always told apart, lower is better)")
+  ctx.output["impute"]["adversarial"] = result
 
 
 def _questions_from_flag(vocab: vocab_lib.Vocabulary, tokenizer: str = vocab_lib.DEFAULT_TOKENIZER
@@ -457,8 +477,12 @@ def run_answer(ctx: _Context) -> None:
     answers += generation.generate(run.params, codes.reshape(-1, codes.shape[-1]), run.model_cfg,
                                    run.vocab, key=jax.random.fold_in(key, i), **options)
   width = max(len(str(p)) for p in pads)
+  ctx.output["answer"] = {"questions": []}
   for q, question in enumerate(questions):
     print(f"  Q{q + 1}: {_text(run.vocab, question)}")
+    ctx.output["answer"]["questions"].append(
+        {"question": _text(run.vocab, question),
+         "answers": {str(pad): answers[q * len(pads) + p] for p, pad in enumerate(pads)}})
     for p, pad in enumerate(pads):
       words = answers[q * len(pads) + p].split()
       if qa.QUESTION_MARK in words:
@@ -484,6 +508,21 @@ def main(argv):
       print()
     _RUNNERS[mode](ctx)
     sys.stdout.flush()
+  if _OUTPUT_JSON.value:
+    with open(_OUTPUT_JSON.value, "w", encoding="utf-8") as f:
+      json.dump({"workdir": ctx.run.workdir, "step": ctx.run.step, "seed": _SEED.value,
+                 "modes": ctx.output}, f, indent=1, default=_json_default)
+      f.write("\n")
+    print(f"\nwrote {_OUTPUT_JSON.value}")
+
+
+def _json_default(value):
+  """numpy scalars and arrays in the results of the modes."""
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 if __name__ == "__main__":

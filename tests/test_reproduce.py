@@ -292,11 +292,14 @@ def test_reproduce_end_to_end_killed_and_resumed(tmp_path):
   assert smim_run["metrics"]["elbo_nll"] > 0 and smim_run["metrics"]["exact_nll"] is None
   assert lm_run["metrics"]["exact_nll"] > 0 and lm_run["metrics"]["elbo_nll"] is None
   assert "launch.train --flagfile=launch/configs/quickstart.flags" in smim_run["train_command"]
-  assert [c.split("--report_name=")[-1] if "--report_name" in c else "main"
-          for c in smim_run["evaluate_commands"]] == ["main", "k1"]
   assert smim_run["metrics"]["iw_k1"] >= smim_run["metrics"]["iw_k2"] - 5
+  assert [c.split(" --")[0] for c in smim_run["evaluate_commands"]] == [
+      "python -m launch.evaluate", "python -m launch.evaluate", "python -m launch.generate"]
+  reconstructions = smim_run["generated"]["samples"]["reconstruct"]["rows"]
+  assert len(reconstructions) == 2 and set(reconstructions[0]) == {"D", "M", "R", "P"}
   md = (tmp_path / "docs" / "results" / "builtin_tiny.md").read_text()
   assert md == render.render_table(data) and "2 of 2 runs finished" in md
+  assert f"(D) {reconstructions[0]['D']}" in md and "Interpolation:" in md
 
   third = subprocess.run(_reproduce_cmd(tmp_path), cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=subprocess_timeout(60))

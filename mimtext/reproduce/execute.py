@@ -208,7 +208,7 @@ class Runner:
       self.collect()
       return
     name, eval_args = pending[0]
-    args = [self.o.python, "-m", "launch.evaluate", *eval_args]
+    args = [self.o.python, "-m", *eval_args]
     self.log(f"{spec.name}: evaluation {name} starts (step {st.step:,}); log "
              f"{spec.path(runs_lib.EVAL_LOG)}")
     self._launch(spec, f"evaluate:{name}", args, record, runs_lib.EVAL_LOG)

@@ -85,17 +85,21 @@ def render_table(data: dict[str, Any]) -> str:
            "```", ""]
   if data.get("notes"):
     lines += [data["notes"].strip(), ""]
-  lines += ["## Our numbers", "",
-            "| row | " + " | ".join(c["label"] for c in columns) + " |",
-            "|---|" + "---|" * len(columns)]
-  for row in data["rows"]:
-    cells = [mean_with_spread(row, c) for c in columns] if row["runs"] else (
-        ["not run yet"] + [""] * (len(columns) - 1))
-    lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
-  lines += ["", "Mean ± standard deviation (number of seeds) where several seeds ran; for one run, "
-            "± the standard error of the columns that have one.", ""]
-  lines += ["Columns:", ""] + [f"- **{c['label']}** (`{c['metric']}`): {c['doc']}"
-                               for c in columns if c.get("doc")]
+  if columns:
+    lines += ["## Our numbers", "",
+              "| row | " + " | ".join(c["label"] for c in columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    for row in data["rows"]:
+      cells = [mean_with_spread(row, c) for c in columns] if row["runs"] else (
+          ["not run yet"] + [""] * (len(columns) - 1))
+      lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean ± standard deviation (number of seeds) where several seeds ran; for one "
+              "run, ± the standard error of the columns that have one.", ""]
+    lines += ["Columns:", ""] + [f"- **{c['label']}** (`{c['metric']}`): {c['doc']}"
+                                 for c in columns if c.get("doc")]
+  else:
+    lines += ["Rows: " + "; ".join(f"{row['label']} ({len(row['runs'])} of {len(row['seeds'])} "
+                                   "runs finished)" for row in data["rows"]) + "."]
   comparisons = paper_comparisons(data)
   if comparisons:
     lines += ["", "## Beside the paper", "",
@@ -112,6 +116,13 @@ def render_table(data: dict[str, Any]) -> str:
   verdict = data.get("spread_check")
   if verdict:
     lines += ["", "## Verdict", "", verdict_text(data, verdict)]
+  generated = [(row, run) for row in data["rows"] for run in row["runs"] if run.get("generated")]
+  if generated:
+    lines += ["", "## Generated text"]
+    for row, run in generated:
+      lines += ["", f"### {row['label']}, seed {run['seed']}"]
+      for modes in run["generated"].values():
+        lines += generated_lines(modes)
   lines += ["", "## Runs", "",
             "| row | seed | precision | epochs | steps | stopped by | training | evaluation | "
             "hardware | commit |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -130,6 +141,38 @@ def render_table(data: dict[str, Any]) -> str:
                 f"  {run['train_command']}", *(f"  {c}" for c in run["evaluate_commands"]),
                 "  ```"]
   return "\n".join(lines).rstrip() + "\n"
+
+
+def generated_lines(modes: dict[str, Any]) -> list[str]:
+  """The text blocks of one `launch.generate --output_json` file: reconstructions (D/M/R/P),
+  prior samples, interpolations, imputations."""
+  lines: list[str] = []
+  if "reconstruct" in modes:
+    block = modes["reconstruct"]
+    lines += ["", f"Reconstructions: {block['header']}.", "", "```"]
+    for k, row in enumerate(block["rows"]):
+      lines += [""] if k else []
+      lines += [f"({tag}) {row[tag]}" for tag in ("D", "M", "R", "P") if tag in row]
+    lines.append("```")
+  if "sample" in modes:
+    block = modes["sample"]
+    distinct = block.get("distinct_fraction")
+    lines += ["", f"Samples: {block['header']}"
+              + (f"; {100 * distinct:.0f}% distinct." if distinct is not None else "."), "",
+              "```", *block["texts"], "```"]
+  if "interpolate" in modes:
+    block = modes["interpolate"]
+    lines += ["", f"Interpolation: {block['header']}.", "", "```", f"A: {block['a']}",
+              *(f"{k}. {text}" for k, text in enumerate(block["texts"], 1)), f"B: {block['b']}",
+              "```"]
+  if "impute" in modes:
+    block = modes["impute"]
+    lines += ["", f"Imputed endings ({block['num_imputed']} sentences; prefix ||| true ending "
+                  "||| imputed ending):", "", "```"]
+    lines += [f"{x['prefix']} ||| {x['true_ending']} ||| {x['imputed_ending']}"
+              for x in block["examples"]]
+    lines.append("```")
+  return lines
 
 
 def verdict_text(data: dict[str, Any], check: dict[str, Any]) -> str:

@@ -115,8 +115,9 @@ def run_result(spec: runs_lib.RunSpec, record: dict[str, Any],
   records = runs_lib.metric_records(spec.workdir)
   train = train_summary(records)
   evaluations = record.get("evaluations", {})
-  evaluation = evaluations.get(runs_lib.MAIN_EVALUATION, {})
-  report = reports[runs_lib.MAIN_EVALUATION]
+  evaluation = (evaluations.get(runs_lib.MAIN_EVALUATION)
+                or next(iter(evaluations.values()), {}))
+  report = reports.get(runs_lib.MAIN_EVALUATION, {})
   metrics = {c.key: metric_value(reports, train, c.metric) for c in spec.table.columns}
   errors = {c.key: metric_value(reports, train, c.stderr) for c in spec.table.columns
             if c.stderr}
@@ -143,6 +144,8 @@ def run_result(spec: runs_lib.RunSpec, record: dict[str, Any],
       "best_bound": bound,
       "metrics": metrics,
       "stderr": errors,
+      "generated": {name: reports[name].get("modes", {}) for name in spec.table.generate
+                    if name in reports},
   }
 
 
@@ -194,6 +197,7 @@ def table_json(table: tables_lib.Table, finished: dict[tuple[str, int], dict[str
                        {k: list(v) if isinstance(v, tuple) else v
                         for k, v in table.spread_check.items()}),
       "extra_evaluations": {k: list(v) for k, v in table.extra_evaluations.items()},
+      "generate": {k: list(v) for k, v in table.generate.items()},
       "columns": [{"key": c.key, "label": c.label, "metric": c.metric, "digits": c.digits,
                    "doc": c.doc, "stderr": c.stderr} for c in table.columns],
       "rows": rows,

@@ -69,12 +69,20 @@ class RunSpec:
     return args
 
   def evaluations(self) -> list[tuple[str, list[str]]]:
-    """(name, `launch.evaluate` arguments) of every evaluation of the run: "main" (the table's
-    `evaluate`, writing eval_SPLIT.json), then each extra evaluation (writing NAME.json)."""
-    out = [(MAIN_EVALUATION, [f"--workdir={self.workdir}", *self.table.evaluate, "--noprogress"])]
+    """(name, arguments after `python -m`) of every evaluation of the run: "main" (the table's
+    `evaluate`, writing eval_SPLIT.json; none when it is empty), each extra evaluation (writing
+    NAME.json), then each text generation (`launch.generate --output_json=NAME.json`)."""
+    workdir = f"--workdir={self.workdir}"
+    out = []
+    if self.table.evaluate:
+      out.append((MAIN_EVALUATION, ["launch.evaluate", workdir, *self.table.evaluate,
+                                    "--noprogress"]))
     for name, flags in self.table.extra_evaluations.items():
-      out.append((name, [f"--workdir={self.workdir}", *flags, "--noprogress",
+      out.append((name, ["launch.evaluate", workdir, *flags, "--noprogress",
                          f"--report_name={name}"]))
+    for name, flags in self.table.generate.items():
+      out.append((name, ["launch.generate", workdir, *flags,
+                         f"--output_json={self.path(name + '.json')}"]))
     return out
 
   def report_file(self, name: str) -> str:
@@ -92,8 +100,7 @@ class RunSpec:
     return shlex.join([python, "-m", "launch.train", *self.train_args()])
 
   def evaluate_commands(self, python: str = "python") -> list[str]:
-    return [shlex.join([python, "-m", "launch.evaluate", *args])
-            for _, args in self.evaluations()]
+    return [shlex.join([python, "-m", *args]) for _, args in self.evaluations()]
 
   def identity(self) -> dict[str, Any]:
     """What makes two runs the same run: a run directory holding another is refused."""

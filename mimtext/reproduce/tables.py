@@ -83,6 +83,8 @@ class Table:
     evaluation, eval_SPLIT.json;
   extra_evaluations: more evaluations of every run, {name: flags}, each written to NAME.json
     (`--report_name`) and read by the columns whose metric is "NAME/KEY" (a K sweep);
+  generate: text to generate for every run, {name: `launch.generate` flags}, written to NAME.json
+    (`--output_json`) and rendered as text blocks (reconstructions, samples, interpolations);
   notes: markdown paragraphs rendered under the table (what differs from the paper and why);
   seconds_per_epoch: measured reference speeds for the dry run's estimate before a row has
     logged its own rate, {matmul dtype: (seconds, how it was measured)}.
@@ -94,6 +96,7 @@ class Table:
   columns: tuple[Column, ...]
   evaluate: tuple[str, ...] = ("--suite=bounds",)
   extra_evaluations: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  generate: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
   train_overrides: tuple[str, ...] = ()
   notes: str = ""
   steps_per_epoch: int = 0
@@ -223,6 +226,32 @@ prior (a Gaussian mixture fitted to the training codes), which also bounds sMIM 
 language model (the same decoder without z) gives the exact NLL every bound is measured against.
 """)
 
+# Seed 000's text blocks, from the rows of its Table 2 (the same runs: the rows are shared by name):
+# the best sMIM of the paper's Table 2 (512), the sVAE of its lowest NLL* (16) and the AE (512).
+SEED000_SAMPLES = Table(
+    name="seed000_samples",
+    title="sentenceMIM's text: reconstructions, prior samples and interpolations on Penn Treebank",
+    source=f"{SMIM_PAPER}, Tables 11-12 (reconstructions D/M/R/P), 15 (interpolations), 18 "
+           "(samples), section 4.7 and appendix D",
+    rows=tuple(dataclasses.replace(SEED000_TABLE2.row(name), paper={}, must_converge=False)
+               for name in ("smim_512", "svae_16", "ae_512")),
+    columns=(),
+    evaluate=(),
+    generate={"samples": ("--mode=reconstruct,sample,interpolate", "--split=test",
+                          "--num_reconstructions=6", "--num_samples=10", "--num_points=7",
+                          "--seed=0")},
+    train_overrides=PTB_STOPPING,
+    steps_per_epoch=PTB_STEPS_PER_EPOCH,
+    seconds_per_step=PTB_SECONDS_PER_STEP,
+    notes="""The runs are those of `seed000_table2` (rows shared by name: one training serves both tables).
+Every block is greedy decoding. Reconstructions of the first test sentences: (D) the data, (M)
+decoded from the posterior mean, (R) from a posterior sample, (P) from a sample with 10 times the
+posterior standard deviation (seed 000 appendix D.1); the AE has D and M only. Prior samples decode
+z ~ N(0, 0.1² I) for sMIM (seed 000 appendix D.3) and z ~ N(0, I) for the sVAE and the AE.
+Interpolations decode 7 equally spaced points between the posterior means of two test sentences
+chosen by --seed=0, the same pair for every model.
+""")
+
 # The bfloat16 A/B that decides whether the PTB reproductions may use bfloat16 matmuls: the same
 # config and seeds in float32 and bfloat16 for the same number of epochs; bfloat16 is accepted when
 # its final validation criterion and test BLEU-1 lie within the float32 seed-to-seed spread.
@@ -280,6 +309,8 @@ BUILTIN_TINY = Table(
               "--noposthoc", "--noplot"),
     extra_evaluations={"k1": ("--suite=bounds", "--iw_samples=1", "--num_z_samples=1",
                               "--max_sentences=40", "--noposthoc", "--noplot")},
+    generate={"samples": ("--mode=reconstruct,sample,interpolate", "--num_reconstructions=2",
+                          "--num_samples=2", "--num_points=3")},
     train_overrides=("--config.model.embed_dim=16", "--config.model.hidden_dim=32",
                      "--config.max_steps=60", "--config.log_every_steps=20",
                      "--config.data.builtin_train_size=400", "--config.eval.max_valid_sentences=40",
@@ -359,8 +390,8 @@ estimator is not a bound. The post-hoc prior is a Gaussian mixture fitted to the
 (the same fitted prior for every K).
 """)
 
-TABLES: dict[str, Table] = {t.name: t for t in (SEED000_TABLE2, PRECISION_AB, BUILTIN_TRUTH,
-                                                BUILTIN_TINY)}
+TABLES: dict[str, Table] = {t.name: t for t in (SEED000_TABLE2, SEED000_SAMPLES, PRECISION_AB,
+                                                BUILTIN_TRUTH, BUILTIN_TINY)}
 
 
 def get_table(name: str) -> Table:
