@@ -79,7 +79,10 @@ def test_dry_run_prints_the_config_and_writes_nothing(tmp_path):
 def test_every_flagfile_parses_documents_itself_and_takes_a_step_on_4_devices(flagfile, tmp_path):
   config_json = _parse_flagfile(flagfile)
   name = os.path.basename(flagfile)
-  if name.startswith("ptb_"):
+  if name == "ptb_lm.flags":  # the language model: the same decoder, no latent
+    assert config_json["data"]["corpus"] == "ptb"
+    assert (config_json["objective"]["name"], config_json["model"]["condition"]) == ("lm", "none")
+  elif name.startswith("ptb_"):
     family, latent = name[len("ptb_"):-len(".flags")].rsplit("_", 1)
     assert config_json["data"]["corpus"] == "ptb"
     assert config_json["model"]["latent_dim"] == int(latent)
