@@ -161,3 +161,23 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
   assert corpus_lib.resolve_data_dir("") == ptb
   assert corpus_lib.resolve_data_dir(str(parent / "yahoo")) == str(parent / "yahoo")
   assert corpus_lib.resolve_data_dir("builtin") is None
+
+
+@pytest.mark.parametrize("use_tfds", [False, True])
+def test_control_tokens_in_a_corpus_are_read_as_unknown_and_reported(tmp_path, use_tfds, caplog):
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "train.txt").write_text("the cat sat\nthe <pad> cat  <eos> sat\n<sos> a dog\n")
+  (data / "valid.txt").write_text("the cat sat\n")
+  with caplog.at_level("WARNING"):
+    corpus = corpus_lib.load_corpus(str(data), use_tfds=use_tfds, tfds_dir=str(tmp_path / "t"))
+  vocab, ids = corpus.vocab, corpus.splits["train"].ids
+  assert ids[1].tolist() == [SOS_ID, vocab.id("the"), UNK_ID, vocab.id("cat"), UNK_ID,
+                             vocab.id("sat"), EOS_ID]
+  assert ids[2].tolist()[:2] == [SOS_ID, UNK_ID]
+  for row in ids:  # control ids only where the encoder put them
+    assert row[0] == SOS_ID and row[-1] == EOS_ID
+    assert not set(row[1:-1].tolist()) & {0, SOS_ID, EOS_ID}
+  warning = [r.getMessage() for r in caplog.records if "control-token" in r.getMessage()]
+  assert len(warning) == 1 and "3 control-token string(s)" in warning[0]
+  assert f"'<pad>' at {data / 'train.txt'}:2:5" in warning[0]

@@ -73,3 +73,27 @@ def test_load_rejects_bad_files(tmp_path, content, message):
 def test_load_missing_file(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     Vocabulary.load(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("tokenizer", vocab_lib.TOKENIZERS)
+def test_control_tokens_in_text_are_unknown_words(tokenizer):
+  """A literal <pad> / <sos> / <eos> in a sentence never becomes a control id: the sentence cannot
+  end, pad or restart in the middle."""
+  vocab = Vocabulary.build(["the cat sat", "the <eos> <pad> dog"], tokenizer=tokenizer)
+  assert "<eos>" not in vocab.tokens[4:] and "<pad>" not in vocab.tokens[4:]
+  ids = vocab.encode("the <pad> cat <eos> sat <sos>", tokenizer=tokenizer)
+  the, cat, sat = (vocab.id(w) for w in ("the", "cat", "sat"))
+  assert ids.tolist() == [SOS_ID, the, UNK_ID, cat, UNK_ID, sat, UNK_ID, EOS_ID]
+  assert vocab.encode(["<eos>", "cat"], add_sos_eos=False).tolist() == [UNK_ID, cat]
+  assert [vocab.id(t) for t in vocab_lib.CONTROL_TOKENS] == [UNK_ID] * 3
+  assert vocab_lib.control_token_positions(["a", "<eos>", "b", "<pad>"]) == [1, 3]
+  # Decoding the ids themselves is unchanged.
+  assert vocab.decode([SOS_ID, cat, EOS_ID, cat]) == ["cat"]
+
+
+def test_the_api_counts_control_tokens_as_unknown_words():
+  from mimtext import api  # pylint: disable=g-import-not-at-top
+  vocab = Vocabulary.build(["the cat sat"])
+  assert api.unknown_words(["the <eos> cat <unk>", "<pad>"], vocab) == {"<eos>": 1, "<pad>": 1}
+  assert [ids.tolist() for ids in api.tokenize(["the <eos>"], vocab)] == [
+      [SOS_ID, vocab.id("the"), UNK_ID, EOS_ID]]

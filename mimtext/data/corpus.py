@@ -131,6 +131,23 @@ def _read_split(data_dir: str, split: str, *, use_tfds: bool, tfds_dir: str | No
   return text_files.read_split_dir(data_dir, split, blank_lines=blank_lines)
 
 
+def control_token_report(text: text_files.TextLines, path: str) -> str | None:
+  """"N control-token strings … (the first at PATH:LINE:COLUMN)" when the text spells `<pad>`,
+  `<sos>` or `<eos>` as words (each is read as `<unk>`, `vocab.CONTROL_TOKENS`), else None."""
+  count, first = 0, None
+  for raw, line_number in zip(text.lines, text.line_numbers):
+    hits = vocab_lib.control_token_positions(raw.split())
+    if hits and first is None:
+      token = raw.split()[hits[0]]
+      first = (line_number, raw.find(token) + 1, token)
+    count += len(hits)
+  if not count:
+    return None
+  line_number, column, token = first
+  return (f"{count} control-token string(s) ({', '.join(vocab_lib.CONTROL_TOKENS)}) in the text, "
+          f"each read as {vocab_lib.UNK}, the first {token!r} at {path}:{line_number}:{column}")
+
+
 def _count_source_lines(path: str) -> int:
   """Lines of a text file as `read_lines` numbers them (a final newline starts no line)."""
   with open(path, "rb") as f:
@@ -262,6 +279,10 @@ def load_corpus(data_dir: str | os.PathLike | None, *,
         f"(splits present: {', '.join(split_names)}); pass vocab_split= one of them or a vocab")
   texts = {split: _read_split(data_dir, split, use_tfds=use_tfds, tfds_dir=tfds_dir,
                               blank_lines=blank_lines) for split in split_names}
+  for split, text in texts.items():
+    report = control_token_report(text, text_files.split_path(data_dir, split))
+    if report:
+      logging.warning("corpus %s/%s: %s", os.path.basename(data_dir), split, report)
   lines = {split: _tokenized_lines(text.lines, tokenizer) for split, text in texts.items()}
   if vocab is None:
     vocab = vocab_lib.Vocabulary.build(lines[vocab_split], min_count=min_count,

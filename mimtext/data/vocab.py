@@ -4,6 +4,11 @@ Ids 0-3 are always `<pad>`, `<sos>`, `<eos>`, `<unk>` (in that order), so every 
 `PAD_ID = 0` for padding and on `<eos>` terminating a sentence. Source corpora mark
 out-of-vocabulary words as `<unk>` (PTB) or `_UNK` (Yahoo / DBpedia): both map to `UNK_ID` and are
 never counted as words.
+
+The control tokens `<pad>`, `<sos>`, `<eos>` are never read from text: a literal "<eos>" in a
+sentence is an unknown word and encodes as `<unk>` (`encode`; the corpus loader counts and logs
+them with the first position, `control_token_positions`), so that a sentence can never end, pad or
+restart in the middle. Only the encoder's own `<sos> … <eos>` wrapping produces those ids.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ from mimtext.special_tokens import (  # noqa: F401  (re-exported)
 UNK_ALIASES: frozenset[str] = frozenset({UNK, "_UNK"})
 # Tokens of a source text that are never added to a vocabulary as ordinary words.
 _RESERVED_TOKENS: frozenset[str] = frozenset(SPECIAL_TOKENS) | UNK_ALIASES
+# Special tokens that text cannot contain: read from text, each is an unknown word (`<unk>`).
+CONTROL_TOKENS: tuple[str, ...] = (PAD, SOS, EOS)
+
+
+def control_token_positions(tokens: Sequence[str]) -> list[int]:
+  """Indices of the tokens that spell a control token (`CONTROL_TOKENS`), read as `<unk>`."""
+  return [i for i, token in enumerate(tokens) if token in CONTROL_TOKENS]
 
 
 def _validate_tokens(tokens: tuple[str, ...]) -> None:
@@ -118,7 +130,7 @@ class Vocabulary:
   @functools.cached_property
   def _token_to_id(self) -> dict[str, int]:
     table = {token: index for index, token in enumerate(self.tokens)}
-    for alias in UNK_ALIASES:
+    for alias in (*UNK_ALIASES, *CONTROL_TOKENS):  # text never yields a control id
       table[alias] = UNK_ID
     return table
 
@@ -134,7 +146,8 @@ class Vocabulary:
     return token in self._token_to_id
 
   def id(self, token: str) -> int:
-    """Id of `token`; `UNK_ID` for unknown words and for the aliases `<unk>` / `_UNK`."""
+    """Id of a token of text: `UNK_ID` for unknown words, the aliases `<unk>` / `_UNK` and the
+    control tokens `<pad>` / `<sos>` / `<eos>` (whose ids are `PAD_ID` etc.)."""
     return self._token_to_id.get(token, UNK_ID)
 
   def encode(self, sentence: str | Sequence[str], add_sos_eos: bool = True, *,
@@ -143,7 +156,8 @@ class Vocabulary:
 
     Args:
       sentence: a string (split by `tokenize(sentence, tokenizer)`) or a sequence of n tokens
-        (used as they are).
+        (used as they are). A token spelling a control token (`<pad>`, `<sos>`, `<eos>`) is read
+        as `<unk>`.
       add_sos_eos: wrap the ids as `<sos> w1 .. wn <eos>`.
       tokenizer: the tokeniser of a string sentence (`TOKENIZERS`); default "whitespace".
 
