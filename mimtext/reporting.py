@@ -265,8 +265,8 @@ class Reporter:
     return time.perf_counter() - self.run_start
 
   def mark_compiled(self, step: int) -> None:
-    """The first step (and its compilation) is done and logged: the run clock starts now."""
-    self.run_start, self.run_start_step, self.compiled = self._window_start, step, True
+    """The first step (and its compilation) is done: the run clock starts now."""
+    self.run_start, self.run_start_step, self.compiled = time.perf_counter(), step, True
 
   def eta(self, step: int) -> float | None:
     """Seconds until `planned_steps` at the rate so far, or until max_minutes, whichever is
@@ -287,6 +287,20 @@ class Reporter:
   @property
   def pending(self) -> bool:
     return bool(self._window)
+
+  def window_state(self) -> dict:
+    """The steps of the window not yet logged, as JSON (host floats): saved with a checkpoint
+    taken mid-window (an interruption), so that the resumed run logs the same records as an
+    uninterrupted one."""
+    host = jax.device_get(self._window)
+    return {"steps": [{k: float(v) for k, v in m.items()} for m in host],
+            "tokens": int(self._window_tokens)}
+
+  def restore_window(self, state: dict | None) -> None:
+    """Continues the window saved by `window_state` (nothing when `state` is None or empty)."""
+    if state and state.get("steps"):
+      self._window = [dict(m) for m in state["steps"]]
+      self._window_tokens = int(state.get("tokens", 0))
 
   def summarize_window(self, step: int) -> Window:
     """Means over the steps since the last progress line, the last of them being `step`."""

@@ -467,6 +467,7 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
                                                data_state.get("plateau"))
     early = optim.EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),
                                            best=plateau.best)
+    reporter.restore_window(data_state.get("window"))
     saved_lr = experiment.saved_value(saved_config, "optimizer.learning_rate")
     if saved_lr is not None and saved_lr != opt.learning_rate:
       state = state._replace(opt_state=optim.with_learning_rate(state.opt_state,
@@ -499,7 +500,7 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
     if data_iter is None:
       data_iter = train_pipe.epoch(epoch)
     return {"pipeline": train_pipe.state(data_iter, epoch), "plateau": plateau.state(),
-            "early_stopping": early.state()}
+            "early_stopping": early.state(), "window": reporter.window_state()}
 
   # The states at the start of the previous and the current log window (copies: the train step
   # donates its input): the last states known to have a finite loss and finite parameters.
@@ -552,7 +553,11 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
     snapshot()
 
   def interrupted():
-    flush_window()
+    # The steps since the last progress line are saved with the checkpoint, not logged: the
+    # resumed run logs the same records (same windows) as an uninterrupted one. A non-finite
+    # step among them is reported now, as at any progress line.
+    if reporter.pending and reporter.summarize_window(step).non_finite:
+      flush_window()
     latest = ckpt.latest_step()
     saved_step = latest if latest == step else save({"valid_criterion": float("nan")})
     message = (f"{signals[0]} received: stopped after step {saved_step} and saved it in "
@@ -572,10 +577,16 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
       step += 1
       reporter.add_step(metrics, tokens)
       if not reporter.compiled:
-        # The first step compiles: log it alone at once, and leave it out of the throughput and
-        # ETA clocks.
+        # The first step compiles: leave it out of the throughput and ETA clocks. A fresh run logs
+        # it alone at once; a resumed one keeps it in its window, so that metrics.jsonl holds the
+        # same records as a run that never stopped.
         jax.block_until_ready(metrics)
-        flush_window(compile_seconds=time.perf_counter() - step_start)
+        compile_seconds = time.perf_counter() - step_start
+        if resuming:
+          logging.info("step %d: first step after resuming (compilation) %.1f s", step,
+                       compile_seconds)
+        else:
+          flush_window(compile_seconds=compile_seconds)
         reporter.mark_compiled(step)
       if signals:
         interrupted()

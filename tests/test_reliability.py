@@ -490,3 +490,44 @@ def test_an_evaluation_batch_the_devices_cannot_split_names_its_field():
   config = _config(num_devices=4, batch_size=16, eval_batch_size=10)
   with pytest.raises(experiment.ConfigError, match=r"^--config.eval_batch_size=10 "):
     train_lib.build_training_setup(config, 50)
+
+
+# ------------------------------------------------------------------------------------------ 11
+# A run interrupted mid-window and resumed writes the metrics.jsonl of a run that never stopped.
+
+
+def _train_records_without_clocks(workdir):
+  clocks = ("wall_time", "tokens_per_sec", "compile_seconds")
+  return [{k: v for k, v in r.items() if k not in clocks} for r in _records(workdir)]
+
+
+def test_an_interrupted_and_resumed_run_logs_the_records_of_an_uninterrupted_one(tmp_path,
+                                                                                monkeypatch):
+  fields = dict(max_steps=14, max_epochs=0, log_every_steps=4)
+  straight = str(tmp_path / "straight")
+  train_lib.train_and_evaluate(_config(**fields), straight)
+
+  stopped = str(tmp_path / "stopped")
+  add_step, calls = reporting.Reporter.add_step, []
+
+  def add_step_then_interrupt(self, metrics, tokens):  # SIGINT during step 6, mid-window
+    add_step(self, metrics, tokens)
+    calls.append(1)
+    if len(calls) == 6:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  with monkeypatch.context() as m:
+    m.setattr(reporting.Reporter, "add_step", add_step_then_interrupt)
+    with pytest.raises(train_lib.TrainingInterrupted, match="stopped after step 6"):
+      train_lib.train_and_evaluate(_config(**fields), stopped)
+  assert [r["step"] for r in _records(stopped) if r["split"] == "train"] == [1, 4]
+  train_lib.train_and_evaluate(_config(**fields), stopped)
+  ours, reference = _train_records_without_clocks(stopped), _train_records_without_clocks(straight)
+  assert [(r["split"], r["step"]) for r in ours] == [(r["split"], r["step"]) for r in reference]
+  for a, b in zip(ours, reference):
+    assert a.keys() == b.keys()
+    for key in a:
+      if isinstance(a[key], str):
+        assert a[key] == b[key]
+      else:
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
