@@ -189,6 +189,12 @@ def _one_line(error: BaseException) -> str:
 # Ranking for orbax's best-by-metric policy.
 
 
+# A key of every step's metrics written since checksums (the "integrity" item) exist: a step that
+# has it but no integrity item lost its checksums. Left out of `Checkpointer.metrics`.
+FORMAT_KEY = "checkpoint_format"
+CHECKSUMMED_FORMAT = 2
+
+
 def _metric_value(metrics: Mapping[str, Any] | None, name: str) -> float:
   """The tracked metric as a float; NaN when it is absent."""
   if not metrics or name not in metrics:
@@ -242,6 +248,7 @@ class Checkpointer:
     self.best_mode = best_mode
     self.directory = epath.Path(workdir) / CHECKPOINT_DIR
     self._closed = False
+    self._warned_unverified = False
     try:
       self._manager = self._make_manager(read_only)
     except (OSError, ValueError) as e:
@@ -283,8 +290,10 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def metrics(self, step: int) -> dict[str, Any]:
-    """The metrics saved with `step` ({} when it has none)."""
-    return dict(self._manager.metrics(step) or {})
+    """The metrics saved with `step` ({} when it has none), without the format marker."""
+    saved = dict(self._manager.metrics(step) or {})
+    saved.pop(FORMAT_KEY, None)
+    return saved
 
   def best_step(self) -> int | None:
     """The step with the best `best_metric` (orbax's ranking), or None when no step has one."""
@@ -369,7 +378,8 @@ class Checkpointer:
     integrity = {name: tree_checksum(t) for name, t in trees.items() if jax.tree.leaves(t)}
     args.update(data_state=ocp.args.JsonSave(data_state),
                 integrity=ocp.args.JsonSave(integrity))
-    self._manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=True)
+    self._manager.save(step, args=ocp.args.Composite(**args),
+                       metrics={**metrics, FORMAT_KEY: float(CHECKSUMMED_FORMAT)}, force=True)
     self._manager.wait_until_finished()
     return self.best_step() == step and previous_best != step
 
@@ -395,10 +405,24 @@ class Checkpointer:
           "(a checkpoint of another configuration?)")
 
   def _verify(self, step: int, trees: dict[str, PyTree], recorded: dict | None) -> None:
-    """Recomputes each restored item's checksum and compares it with the one saved beside it."""
+    """Recomputes each restored item's checksum and compares it with the one saved beside it.
+
+    A step without checksums restores unverified only when it was written before checksums
+    existed (its metrics lack `FORMAT_KEY`; said once per Checkpointer); one written since has
+    lost its integrity item, and is corrupt.
+    """
     if recorded is None:
-      _log.warning("checkpoint step %d in %s predates checksums; restored unverified",
-                   step, self.directory)
+      saved = self._manager.metrics(step)
+      if not saved or FORMAT_KEY in saved:
+        raise CheckpointError(
+            f"checkpoint step {step} in {self.directory} is corrupt: "
+            f"{self._step_path(step, 'integrity')}, the checksums it was saved with, is missing"
+            + ("" if saved else f", and so is {self._step_path(step, 'metrics')}")
+            + " (restore the directory from a copy, or evaluate another step)")
+      if not self._warned_unverified:
+        _log.warning("checkpoint step %d in %s was written before checksums; restored "
+                     "unverified (said once)", step, self.directory)
+        self._warned_unverified = True
       return
     for name, tree in trees.items():
       if name in recorded and tree_checksum(tree) != recorded[name]:

@@ -340,3 +340,41 @@ def test_corrupt_json_files_are_named(tmp_path):
   assert message.startswith(f"cannot read {workdir}/checkpoints/1/data_state (data_state of "
                             "checkpoint step 1; corrupt?): JSONDecodeError: "), message
   assert "\n" not in message
+
+
+def _remove_tree(path):
+  for root, dirs, files in os.walk(path, topdown=False):
+    for name in files:
+      os.remove(os.path.join(root, name))
+    for name in dirs:
+      os.rmdir(os.path.join(root, name))
+  os.rmdir(path)
+
+
+def test_a_checkpoint_that_lost_its_checksums_is_corrupt(tmp_path, caplog):
+  """Only a checkpoint written before checksums existed restores unverified (said once); one of
+  this version without its integrity item is refused."""
+  workdir = str(tmp_path)
+  with Checkpointer(workdir) as ckpt:
+    _save(ckpt, 1, 0.5)  # the best
+    _save(ckpt, 2, 1.0)  # the latest
+    assert ckpt.metrics(1) == {"valid_loss": 0.5, "train_loss": 2.0}  # no format marker
+  _remove_tree(os.path.join(workdir, "checkpoints", "1", "integrity"))
+  with Checkpointer(workdir, read_only=True) as ckpt:
+    with pytest.raises(CheckpointError, match=r"step 1 .* is corrupt: .*1/integrity, the "
+                                              r"checksums it was saved with, is missing"):
+      ckpt.restore(1, params_template=_params(0.0))
+  # A checkpoint of an older version: no checksums and no format marker in its metrics.
+  for step in ("1", "2"):
+    path = os.path.join(workdir, "checkpoints", step, "metrics", "metrics")
+    with open(path) as f:
+      saved = json.load(f)
+    saved.pop("checkpoint_format")
+    with open(path, "w") as f:
+      json.dump(saved, f)
+  _remove_tree(os.path.join(workdir, "checkpoints", "2", "integrity"))
+  with caplog.at_level("WARNING"):
+    with Checkpointer(workdir, read_only=True) as ckpt:
+      _assert_trees_equal(ckpt.restore(1, params_template=_params(0.0))["params"], _params(1.0))
+      ckpt.restore(2, params_template=_params(0.0))
+  assert sum("written before checksums" in r.getMessage() for r in caplog.records) == 1
