@@ -124,10 +124,11 @@ def main(argv):
       progress=sys.stderr.isatty() if _PROGRESS.value is None else _PROGRESS.value)
   results = suite_lib.run_suite(run, corpus, _SPLIT.value, split, sections, options,
                                 log=lambda line: print(line, file=sys.stderr))
+  failed = suite_lib.failures(results)
   report = dict(results.pop("bounds", {}))
   report.update(results, split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir,
                 suite=list(sections))
-  if "N" in report:
+  if "N" in report and "failed" not in report:
     print(runner.format_report(report, _SPLIT.value, corpus.name))
   for name in sections:
     if name != "bounds":
@@ -137,7 +138,8 @@ def main(argv):
   path = os.path.join(run.workdir, json_name)
   checkpoint_lib.save_json(run.workdir, json_name, report)
   print(f"\nwrote {path}")
-  md = suite_lib.write_markdown({"bounds": report if "N" in report else None, **results},
+  md = suite_lib.write_markdown({"bounds": report if "N" in report and "failed" not in report
+                                           else None, **results},
                                 os.path.join(run.workdir, md_name),
                                 split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir)
   print(f"wrote {md}")
@@ -145,8 +147,11 @@ def main(argv):
     print(f"wrote {plots.plot_training_curves(run.workdir)}")
   bad = non_finite_fields(report)
   if bad:
-    print(f"error: non-finite evaluation results ({', '.join(bad[:8])}) for step "
-          f"{report.get('step', _STEP.value)} of {run.workdir}", file=sys.stderr)
+    failed.append(f"non-finite evaluation results ({', '.join(bad[:8])}) for step "
+                  f"{report.get('step', run.step)} of {run.workdir}")
+  for line in failed:
+    print(f"error: {line}", file=sys.stderr)
+  if failed:
     sys.exit(1)
 
 

@@ -281,3 +281,42 @@ def test_ae_qa_does_not_divide_by_the_untrained_sigma(hsvae_suite, tmp_path):
   out = suite.section_qa(ctx)
   assert out["normalised_by_std"] is False and "σ = 1" in out["note"], out
   assert out["num_items"] == 12
+
+
+def test_a_failed_posthoc_fit_leaves_the_bounds_and_says_why(monkeypatch):
+  """A diverged run's codes are not finite: the post-hoc prior cannot be fitted, the other bounds
+  are still computed, and the report names the step and the cause in one line."""
+  from mimtext.evaluation import posthoc  # pylint: disable=g-import-not-at-top
+
+  def no_fit(*args, **kwargs):
+    raise ValueError("codes contain NaN or infinite values")
+
+  seen = {}
+  monkeypatch.setattr(posthoc, "load_or_fit", no_fit)
+  monkeypatch.setattr(runner, "evaluate_split",
+                      lambda *a, **k: (seen.update(k) or {"N": 1, "elbo_nll": 3.0}, {}))
+  ctx = _context()
+  ctx.corpus = type("Corpus", (), {"splits": {"train": object()}})()
+  report = suite.section_bounds(ctx)
+  assert report["elbo_nll"] == 3.0 and seen["posthoc"] is None
+  assert report["posthoc_failed"] == ("the post-hoc prior could not be fitted to the codes of "
+                                      "step 7: codes contain NaN or infinite values")
+  assert suite.failures({"bounds": report}) == [report["posthoc_failed"]]
+
+
+def test_a_section_that_fails_lets_the_others_run(monkeypatch):
+  def broken(ctx):
+    raise FloatingPointError("overflow in the KL\nsecond line")
+
+  monkeypatch.setitem(suite._SECTION_FNS, "info", broken)
+  monkeypatch.setitem(suite._SECTION_FNS, "histograms", lambda ctx: {"ok": 1})
+  ctx = _context()
+  monkeypatch.setattr(suite, "Context", lambda *a, **k: ctx)
+  lines = []
+  results = suite.run_suite(ctx.run, None, "test", None, ("info", "histograms"), ctx.options,
+                            log=lines.append)
+  assert results["histograms"] == {"ok": 1}
+  assert results["info"] == {"failed": "info could not be computed for step 7: overflow in the KL"}
+  assert suite.failures(results) == [results["info"]["failed"]]
+  assert any("[info] FAILED" in line for line in lines)
+  assert suite.one_line_summary("info", results["info"]).startswith("FAILED: info could not")

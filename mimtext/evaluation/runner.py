@@ -337,6 +337,8 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
                  f"{report['probe_majority_rate']:.3f})")
   if "posthoc_skipped" in report:
     lines.append(f"post-hoc prior skipped: {report['posthoc_skipped']}")
+  if "posthoc_failed" in report:
+    lines.append(f"post-hoc prior FAILED: {report['posthoc_failed']}")
   lines.append(prior_samples_line(report))
   if "true_nll" in report:
     lines.append(f"true per-sentence entropy of the corpus: {report['true_nll']:.3f} ± "

@@ -107,7 +107,7 @@ def posthoc_training_split(ctx: Context) -> tuple[str, corpus_lib.CorpusSplit] |
 
 def section_bounds(ctx: Context) -> dict[str, Any]:
   o = ctx.options
-  prior = None
+  prior, gmm = None, None
   fit_info: dict[str, Any] = {"posthoc_skipped": "turned off (--noposthoc): no post-hoc prior "
                                                   "fitted, no IW bound under it"}
   if ctx.scoring.latent_free:
@@ -117,8 +117,14 @@ def section_bounds(ctx: Context) -> dict[str, Any]:
     if source is None:
       fit_info = {"posthoc_skipped": "no training split to fit the post-hoc prior on"}
     else:
-      gmm, fit_info = posthoc.load_or_fit(ctx.run, source[1], refit=o.posthoc_refit, seed=o.seed,
-                                          progress=o.progress)
+      try:
+        gmm, fit_info = posthoc.load_or_fit(ctx.run, source[1], refit=o.posthoc_refit,
+                                            seed=o.seed, progress=o.progress)
+      except ValueError as e:  # e.g. a diverged run's codes are not finite
+        gmm = None
+        fit_info = {"posthoc_failed": f"the post-hoc prior could not be fitted to the codes of "
+                                      f"step {ctx.run.step}: {one_line(e)}"}
+    if gmm is not None:
       std = posthoc.proposal_std(fit_info)
       if std is None and ctx.scoring.deterministic_z:
         std = fit_info["ae_proposal_std"]
@@ -444,16 +450,41 @@ def run_suite(run: runner.Run, corpus: corpus_lib.Corpus, split_name: str,
       ctx.results[name] = _skipped("a language model (objective lm) has no latent code: only its "
                                    "exact NLL (bounds) applies")
     else:
-      ctx.results[name] = _SECTION_FNS[name](ctx)
+      try:
+        ctx.results[name] = _SECTION_FNS[name](ctx)
+      except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
+        # A number the section needs is undefined for this checkpoint (e.g. a diverged run's
+        # non-finite codes): the other sections still run; the report says which failed and why.
+        ctx.results[name] = {"failed": f"{name} could not be computed for step {ctx.run.step}: "
+                                       f"{one_line(e)}"}
+        log(f"[{name}] FAILED: {ctx.results[name]['failed']}")
     timings[name] = time.perf_counter() - start
     log(f"[{name}] done in {timings[name]:.1f} s")
   return {**ctx.results, "timings": timings}
+
+
+def one_line(error: BaseException) -> str:
+  """The first line of an error's message (its type when it has none)."""
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def failures(results: dict[str, Any]) -> list[str]:
+  """One line for each number that could not be computed: a failed section, a failed post-hoc
+  fit (`run_suite`'s results, the bounds section included)."""
+  out = []
+  for name, section in results.items():
+    if isinstance(section, dict):
+      out += [section[key] for key in ("failed", "posthoc_failed") if key in section]
+  return out
 
 
 def one_line_summary(name: str, section: dict[str, Any]) -> str:
   """The few numbers of a section worth a line on the console."""
   if "skipped" in section:
     return f"skipped: {section['skipped']}"
+  if "failed" in section:
+    return f"FAILED: {section['failed']}"
   if name == "info":
     mi = (f"MI {section['mutual_information']:.3f} nats (j ≠ i: "
           f"{section['mutual_information_exclude_self']:.3f}; ceiling log N "
@@ -550,6 +581,8 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
       lines += ["", f"No likelihood bounds of the model's own: {b['bounds_skipped']}"]
     if "posthoc_skipped" in b:
       lines += ["", f"Post-hoc prior skipped: {b['posthoc_skipped']}"]
+    if "posthoc_failed" in b:
+      lines += ["", f"Post-hoc prior FAILED: {b['posthoc_failed']}"]
     lines += ["", f"- reconstruction −E log p(x|z): {_fmt(b['rec'])} nats/sentence",
               f"- BLEU-1 (greedy from the posterior mean): {_fmt(b['bleu1'], 4)}",
               f"- active units {b['active_units']}/{b['latent_dim']}; mean posterior σ "
