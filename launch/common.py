@@ -7,6 +7,7 @@ import logging as py_logging
 import os
 import re
 import sys
+import tempfile
 from typing import Callable, Sequence
 
 from absl import app
@@ -208,3 +209,32 @@ def setup_logging(verbosity: int = logging.INFO) -> None:
   for target in (logging.get_absl_handler(), py_logging.getLogger("absl")):
     if not any(isinstance(f, _LibraryInfoFilter) for f in target.filters):
       target.addFilter(_LibraryInfoFilter())
+
+
+def output_directory(workdir: str, requested: str | None) -> str:
+  """Where the evaluation writes: `requested` (created; a usage error if it cannot be written),
+  else the workdir when writable, else a new temporary directory (said on stderr before any
+  work, so that nothing computed is lost)."""
+  if requested:
+    os.makedirs(requested, exist_ok=True)
+    problem = not_writable(requested)
+    if problem:
+      raise app.UsageError(f"--output_dir={requested}: cannot write there ({problem})")
+    return requested
+  problem = not_writable(workdir)
+  if not problem:
+    return workdir
+  fallback = tempfile.mkdtemp(prefix="mimtext_eval_")
+  print(f"note: {workdir} is not writable ({problem}): the reports, figures and post-hoc prior "
+        f"go to {fallback} (or pass --output_dir)", file=sys.stderr)
+  return fallback
+
+
+def not_writable(directory: str) -> str | None:
+  """None when a file can be created in `directory`, else why not."""
+  try:
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
+      pass
+  except OSError as e:
+    return e.strerror or str(e)
+  return None

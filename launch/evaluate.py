@@ -50,6 +50,10 @@ _REPORT_NAME = flags.DEFINE_string(
     "report_name", None, "Base name of the reports in the workdir: NAME.json and NAME.md "
     "(default eval_SPLIT and report_SPLIT), so that several evaluations of one run (a K sweep) "
     "keep their own.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Where the reports, figures and the post-hoc prior are written (default: "
+    "the workdir; when the workdir is not writable, a new temporary directory, said at the "
+    "start).")
 _PLOT = flags.DEFINE_bool("plot", True, "Also draw the run's training curves into W/curves.png.")
 _PROGRESS = flags.DEFINE_bool(
     "progress", None, "Progress bars on stderr (default: when stderr is a terminal, so a log file "
@@ -105,6 +109,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   run = common.load_run(_WORKDIR.value, _STEP.value)
+  out_dir = common.output_directory(run.workdir, _OUTPUT_DIR.value)
   if _DATA_DIR.value:
     with run.config.unlocked():
       run.config.data.data_dir = _DATA_DIR.value
@@ -123,7 +128,7 @@ def main(argv):
       classify_max_sentences=_CLASSIFY_MAX.value, data_root=_DATA_ROOT.value,
       progress=sys.stderr.isatty() if _PROGRESS.value is None else _PROGRESS.value)
   results = suite_lib.run_suite(run, corpus, _SPLIT.value, split, sections, options,
-                                log=lambda line: print(line, file=sys.stderr))
+                                out_dir=out_dir, log=lambda line: print(line, file=sys.stderr))
   failed = suite_lib.failures(results)
   report = dict(results.pop("bounds", {}))
   report.update(results, split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir,
@@ -135,16 +140,16 @@ def main(argv):
       print(f"\n{name}: " + suite_lib.one_line_summary(name, report[name]))
   json_name = f"{_REPORT_NAME.value or 'eval_' + _SPLIT.value}.json"
   md_name = f"{_REPORT_NAME.value or 'report_' + _SPLIT.value}.md"
-  path = os.path.join(run.workdir, json_name)
-  checkpoint_lib.save_json(run.workdir, json_name, report)
+  path = os.path.join(out_dir, json_name)
+  checkpoint_lib.save_json(out_dir, json_name, report)
   print(f"\nwrote {path}")
   md = suite_lib.write_markdown({"bounds": report if "N" in report and "failed" not in report
                                            else None, **results},
-                                os.path.join(run.workdir, md_name),
+                                os.path.join(out_dir, md_name),
                                 split=_SPLIT.value, corpus=corpus.name, workdir=run.workdir)
   print(f"wrote {md}")
   if _PLOT.value and os.path.exists(os.path.join(run.workdir, "metrics.jsonl")):
-    print(f"wrote {plots.plot_training_curves(run.workdir)}")
+    print(f"wrote {plots.plot_training_curves(run.workdir, os.path.join(out_dir, 'curves.png'))}")
   bad = non_finite_fields(report)
   if bad:
     failed.append(f"non-finite evaluation results ({', '.join(bad[:8])}) for step "

@@ -84,6 +84,7 @@ def main(argv):
 # run: each message says what happened and what to do, so it is printed as one line.
 TRAIN_ERRORS = common.USER_ERRORS + (
     experiment.ConfigError, checkpoint_lib.CheckpointError, train_lib.WorkdirLockedError,
+    train_lib.WorkdirError,
     train_lib.NonFiniteLossError, train_lib.TrainingInterrupted)
 
 

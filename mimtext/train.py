@@ -69,6 +69,29 @@ class WorkdirLockedError(RuntimeError):
   """Another live trainer holds the lock file of the workdir."""
 
 
+class WorkdirError(OSError):
+  """The workdir cannot hold a run: it is a file, or it cannot be created or written."""
+
+
+def prepare_workdir(workdir: str) -> bool:
+  """Creates `workdir` (and its parents) if needed and checks it can be written; returns whether
+  it was created. Raises WorkdirError in one line naming the path and the cause."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"--workdir={workdir} is a file, not a directory; pass a directory (it is "
+                       "created if absent)")
+  created = not os.path.exists(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    with open(probe, "w", encoding="utf-8"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"--workdir={workdir} cannot be written ({e.strerror or e}); a training "
+                       "run writes its checkpoints there: pass a writable directory") from None
+  return created
+
+
 # ----------------------------------------------------------------------------- mesh and steps
 
 
@@ -389,8 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   criterion; every saved checkpoint has finite parameters; SIGTERM / SIGINT finish the current
   step, save it and raise `TrainingInterrupted`; a second trainer on the same workdir is refused.
   """
-  created = not os.path.exists(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  created = prepare_workdir(workdir)
   lock = WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()

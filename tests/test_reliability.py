@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from launch import train as launch_train
 from launch.configs import base
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
@@ -531,3 +532,63 @@ def test_an_interrupted_and_resumed_run_logs_the_records_of_an_uninterrupted_one
         assert a[key] == b[key]
       else:
         assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+# ------------------------------------------------------------------------------------------ 12
+# A workdir that cannot hold a run, and an evaluation that cannot write beside the run: one line
+# before any work, nothing computed lost.
+
+
+def test_a_workdir_that_is_a_file_or_not_writable_is_refused_in_one_line(tmp_path, monkeypatch):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  with pytest.raises(train_lib.WorkdirError, match=r"is a file, not a directory"):
+    train_lib.train_and_evaluate(_config(max_steps=1), str(a_file))
+  real_open = open
+
+  def read_only_open(path, *args, **kwargs):
+    if ".write_test_" in str(path):
+      raise PermissionError(13, "Permission denied", str(path))
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr("builtins.open", read_only_open)
+  with pytest.raises(train_lib.WorkdirError, match=r"cannot be written \(Permission denied\)"):
+    train_lib.train_and_evaluate(_config(max_steps=1), str(tmp_path / "ro"))
+  assert train_lib.WorkdirError in launch_train.TRAIN_ERRORS
+
+
+def test_evaluation_of_a_read_only_run_writes_elsewhere_and_says_so(tmp_path, monkeypatch,
+                                                                   capsys):
+  import tempfile  # pylint: disable=g-import-not-at-top
+  from launch import common  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / "run"
+  run_dir.mkdir()
+  real = tempfile.NamedTemporaryFile
+
+  def read_only(*args, dir=None, **kwargs):  # pylint: disable=redefined-builtin
+    if dir == str(run_dir):
+      raise PermissionError(13, "Permission denied")
+    return real(*args, dir=dir, **kwargs)
+
+  monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+  out = common.output_directory(str(run_dir), None)
+  assert out != str(run_dir) and os.path.isdir(out)
+  assert f"{run_dir} is not writable (Permission denied)" in capsys.readouterr().err
+  assert common.output_directory(str(tmp_path), None) == str(tmp_path)
+  assert common.output_directory(str(run_dir), str(tmp_path / "o")) == str(tmp_path / "o")
+
+
+def test_a_post_hoc_prior_that_cannot_be_saved_is_used_all_the_same(tmp_path, monkeypatch,
+                                                                   caplog):
+  from mimtext.evaluation import posthoc  # pylint: disable=g-import-not-at-top
+
+  def unwritable(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+  monkeypatch.setattr(posthoc, "fit", lambda run, split, **k: ("the mixture", {"step": 3}))
+  monkeypatch.setattr(checkpoint_lib, "save_json", unwritable)
+  monkeypatch.setattr(posthoc.posthoc_prior, "to_json", lambda gmm: gmm)
+  run = type("Run", (), {"workdir": str(tmp_path), "step": 3})()
+  with caplog.at_level("WARNING"):
+    assert posthoc.load_or_fit(run, None) == ("the mixture", {"step": 3})
+  assert any("could not save the post-hoc prior" in r.getMessage() for r in caplog.records)

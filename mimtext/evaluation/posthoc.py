@@ -23,6 +23,7 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -167,19 +168,31 @@ def fit(run, train_split, *, candidates=DEFAULT_CANDIDATES, max_codes: int = 20_
   return gmm, info
 
 
-def load_or_fit(run, train_split, *, refit: bool = False, seed: int = 0, **fit_kwargs
+def load_or_fit(run, train_split, *, refit: bool = False, seed: int = 0,
+                save_dir: str | None = None, **fit_kwargs
                 ) -> tuple[posthoc_prior.GaussianMixture, dict[str, Any]]:
   """The run's saved post-hoc prior when it was fitted at the same step, else a new fit (saved);
-  `fit_kwargs` go to `fit` (e.g. progress=True)."""
-  path = os.path.join(run.workdir, FILE_NAME)
-  if not refit and os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-    info = saved.get("info", {})
-    if info.get("step") == run.step and info.get("fitted_to") == FITTED_TO:
-      return posthoc_prior.from_json(saved["mixture"]), saved["info"]
+  `fit_kwargs` go to `fit` (e.g. progress=True).
+
+  The saved prior is looked for in `save_dir` (default: the run's workdir), then in the workdir,
+  and a new fit is saved in `save_dir`. A fit that cannot be saved (a read-only directory) is
+  used all the same, with a warning: it is refitted next time.
+  """
+  save_dir = save_dir or run.workdir
+  for directory in dict.fromkeys((save_dir, run.workdir)):
+    path = os.path.join(directory, FILE_NAME)
+    if not refit and os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+      info = saved.get("info", {})
+      if info.get("step") == run.step and info.get("fitted_to") == FITTED_TO:
+        return posthoc_prior.from_json(saved["mixture"]), saved["info"]
   gmm, info = fit(run, train_split, seed=seed, **fit_kwargs)
   from mimtext import checkpoint  # pylint: disable=g-import-not-at-top
-  checkpoint.save_json(run.workdir, FILE_NAME, {"mixture": posthoc_prior.to_json(gmm),
-                                                "info": info})
+  try:
+    checkpoint.save_json(save_dir, FILE_NAME, {"mixture": posthoc_prior.to_json(gmm),
+                                               "info": info})
+  except OSError as e:
+    logging.warning("could not save the post-hoc prior in %s (%s); it is used now and refitted "
+                    "next time", save_dir, e)
   return gmm, info

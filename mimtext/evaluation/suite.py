@@ -119,7 +119,8 @@ def section_bounds(ctx: Context) -> dict[str, Any]:
     else:
       try:
         gmm, fit_info = posthoc.load_or_fit(ctx.run, source[1], refit=o.posthoc_refit,
-                                            seed=o.seed, progress=o.progress)
+                                            seed=o.seed, save_dir=ctx.out_dir,
+                                            progress=o.progress)
       except ValueError as e:  # e.g. a diverged run's codes are not finite
         gmm = None
         fit_info = {"posthoc_failed": f"the post-hoc prior could not be fitted to the codes of "
