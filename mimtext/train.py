@@ -369,7 +369,9 @@ class WorkdirLock:
 @contextlib.contextmanager
 def _stop_signals():
   """Within the block, SIGTERM and SIGINT only record their name in the yielded list (main thread
-  only; elsewhere the list stays empty). The previous handlers come back on exit."""
+  only; elsewhere the list stays empty): the loop finishes its step, saves and stops. A second
+  signal is acknowledged ("already stopping"), a third raises TrainingInterrupted at once. The
+  previous handlers come back on exit."""
   received: list[str] = []
   if threading.current_thread() is not threading.main_thread():
     yield received
@@ -377,11 +379,16 @@ def _stop_signals():
 
   def handler(signum, frame):
     del frame
-    if received:  # a second signal while saving: give up at once
-      raise KeyboardInterrupt(f"second {signal.Signals(signum).name} while stopping")
-    received.append(signal.Signals(signum).name)
-    logging.warning("%s received: finishing the current step, then saving and stopping",
-                    received[0])
+    name = signal.Signals(signum).name
+    received.append(name)
+    if len(received) == 1:
+      logging.warning("%s received: finishing the current step, then saving and stopping", name)
+    elif len(received) == 2:  # e.g. a second Ctrl-C, or SIGTERM sent to a whole process group
+      logging.warning("%s received: already stopping (the step is being saved); a third signal "
+                      "stops at once without saving", name)
+    else:
+      raise TrainingInterrupted(f"{name} received a third time: stopped at once without saving; "
+                                "rerun the same command to resume from the newest checkpoint")
 
   previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
   try:

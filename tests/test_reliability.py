@@ -592,3 +592,22 @@ def test_a_post_hoc_prior_that_cannot_be_saved_is_used_all_the_same(tmp_path, mo
   with caplog.at_level("WARNING"):
     assert posthoc.load_or_fit(run, None) == ("the mixture", {"step": 3})
   assert any("could not save the post-hoc prior" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_signal_while_stopping_is_acknowledged_and_the_step_is_saved(tmp_path,
+                                                                             monkeypatch, caplog):
+  workdir = str(tmp_path / "run")
+  mark_compiled = reporting.Reporter.mark_compiled
+
+  def mark_compiled_then_interrupt_twice(self, step):
+    mark_compiled(self, step)
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(reporting.Reporter, "mark_compiled", mark_compiled_then_interrupt_twice)
+  with pytest.raises(train_lib.TrainingInterrupted, match="stopped after step 1 and saved it"):
+    train_lib.train_and_evaluate(_config(max_steps=100_000), workdir)
+  assert any("SIGTERM received: already stopping" in r.getMessage() for r in caplog.records)
+  with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
+    assert ckpt.latest_step() == 1
+  assert not [p for p in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in p]
