@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -192,6 +193,8 @@ def _one_line(error: BaseException) -> str:
 # A key of every step's metrics written since checksums (the "integrity" item) exist: a step that
 # has it but no integrity item lost its checksums. Left out of `Checkpointer.metrics`.
 FORMAT_KEY = "checkpoint_format"
+# Where training moves a step whose metrics cannot be read (`Checkpointer`), beside checkpoints/.
+CORRUPT_DIR = "corrupt_checkpoints"
 CHECKSUMMED_FORMAT = 2
 
 
@@ -249,11 +252,39 @@ class Checkpointer:
     self.directory = epath.Path(workdir) / CHECKPOINT_DIR
     self._closed = False
     self._warned_unverified = False
+    if jax.process_index() == 0:
+      self._set_aside_unreadable_metrics(read_only)
     try:
       self._manager = self._make_manager(read_only)
     except (OSError, ValueError) as e:
       raise CheckpointError(f"cannot open checkpoints in {self.directory}: {_one_line(e)}"
                             ) from None
+
+  def _set_aside_unreadable_metrics(self, read_only: bool) -> None:
+    """A step whose metrics file is not valid JSON keeps orbax from opening any step. Training
+    moves such a step to `workdir/CORRUPT_DIR/STEP` and goes on from the newest intact one,
+    saying so; read-only (evaluation) it is an error naming the step and the file."""
+    if not self.directory.exists():
+      return
+    for step_dir in sorted(self.directory.iterdir(), key=lambda p: p.name):
+      path = step_dir / "metrics" / "metrics"
+      if not step_dir.name.isdigit() or not path.exists():
+        continue
+      try:
+        json.loads(path.read_text())
+        continue
+      except (OSError, ValueError) as e:
+        problem = (f"checkpoint step {step_dir.name} is corrupt: {path} is unreadable "
+                   f"({_one_line(e)})")
+      if read_only:
+        raise CheckpointError(f"{problem}; move that step directory away to use the others")
+      target = epath.Path(self.workdir) / CORRUPT_DIR / step_dir.name
+      target.parent.mkdir(parents=True, exist_ok=True)
+      if target.exists():
+        target = target.parent / f"{step_dir.name}.{int(time.time())}"
+      step_dir.rename(target)
+      _log.warning("%s: moved it to %s; training goes on from the newest intact step", problem,
+                   target)
 
   def _make_manager(self, read_only: bool) -> ocp.CheckpointManager:
     rank = _ranker(self.best_metric, self.best_mode)

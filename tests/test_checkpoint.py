@@ -378,3 +378,25 @@ def test_a_checkpoint_that_lost_its_checksums_is_corrupt(tmp_path, caplog):
       _assert_trees_equal(ckpt.restore(1, params_template=_params(0.0))["params"], _params(1.0))
       ckpt.restore(2, params_template=_params(0.0))
   assert sum("written before checksums" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_step_with_unreadable_metrics_is_named_and_training_goes_on_from_the_others(tmp_path,
+                                                                                     caplog):
+  workdir = str(tmp_path)
+  with Checkpointer(workdir) as ckpt:
+    _save(ckpt, 1, 0.5)  # the best
+    _save(ckpt, 2, 1.0)  # the latest
+  metrics = os.path.join(workdir, "checkpoints", "2", "metrics", "metrics")
+  with open(metrics, "w") as f:
+    f.write('{"valid_loss": 1.')  # cut short
+  with pytest.raises(CheckpointError, match=r"^checkpoint step 2 is corrupt: .*2/metrics/metrics "
+                                            r"is unreadable .*move that step directory away"):
+    Checkpointer(workdir, read_only=True)
+  with caplog.at_level("WARNING"):
+    with Checkpointer(workdir) as ckpt:
+      assert ckpt.latest_step() == 1
+      _assert_trees_equal(ckpt.restore("latest", params_template=_params(0.0))["params"],
+                          _params(1.0))
+  assert any("checkpoint step 2 is corrupt" in r.getMessage() and "moved it to" in r.getMessage()
+             for r in caplog.records)
+  assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "2"))
