@@ -16,6 +16,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
 from mimtext import host_allocator
 from mimtext.data import text_files
@@ -27,7 +28,8 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"
 # file or directory: 'PATH'".
 _FLAGFILE_ERROR = re.compile(r"Unable to open flagfile: \[Errno (\d+)\] ([^:]+): '(.*)'\s*$", re.S)
 # Mistakes of the user (a flag value, a path, a corpus file), reported as one line, no traceback.
-USER_ERRORS = (app.UsageError, text_files.DataError, FileNotFoundError, NotADirectoryError)
+USER_ERRORS = (app.UsageError, text_files.DataError, FileNotFoundError, NotADirectoryError,
+               checkpoint_lib.CheckpointError)
 
 
 def exit_with_error(message: str, *, usage: bool = True) -> None:
@@ -36,6 +38,10 @@ def exit_with_error(message: str, *, usage: bool = True) -> None:
   print(f"FATAL: {first_line}", file=sys.stderr)
   if usage:
     print(HINT, file=sys.stderr)
+  # Work abandoned by the error (e.g. orbax's read coroutines after a corrupt array) is garbage
+  # collected at exit, where Python prints an "Exception ignored in ..." traceback for each: the
+  # one line above already says what happened.
+  sys.unraisablehook = lambda unraisable: None
   sys.exit(2 if usage else 1)
 
 
@@ -126,15 +132,15 @@ def step_arg(value: str) -> str | int:
 
 def load_run(workdir: str, step: str):
   """`runner.load_run` of `--workdir` at `--step` (over the base config's defaults); a missing
-  workdir or checkpoint is a usage error."""
+  workdir or step is a usage error."""
   # Imported here: launch.train shares this module and needs none of the evaluation code.
   from launch.configs import base
-  from mimtext import checkpoint as checkpoint_lib
   from mimtext.evaluation import runner
   try:
     return runner.load_run(workdir, step_arg(step), defaults=base.get_config())
-  except (FileNotFoundError, checkpoint_lib.CheckpointError) as e:
+  except (FileNotFoundError, checkpoint_lib.StepNotFoundError) as e:
     raise app.UsageError(str(e)) from None
+  # A damaged checkpoint (CheckpointError) is no usage error: `run` prints it in one line, exit 1.
 
 
 def define_config_flag(name: str, default: ml_collections.ConfigDict, help_string: str,

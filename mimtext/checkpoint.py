@@ -52,6 +52,10 @@ class CheckpointError(RuntimeError):
   """A checkpoint is missing, corrupt, or does not fit the template it is restored into."""
 
 
+class StepNotFoundError(CheckpointError):
+  """The requested step ("latest", "best" or N) is not on disk (a usage error, not damage)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # JSON files beside the checkpoints.
 
@@ -182,8 +186,10 @@ def _abstract_tree(template: PyTree) -> PyTree:
 
 
 def _one_line(error: BaseException) -> str:
+  """"Type: first line of the message", without TensorStore's multi-line spec dump."""
   text = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+  first = (text[0] if text else "").split(" See full TensorStore details")[0]
+  return f"{type(error).__name__}: {first}"[:300]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +364,7 @@ class Checkpointer:
     else:
       raise CheckpointError(f"step must be 'latest', 'best' or an int, got {step!r}")
     if resolved is None:
-      raise CheckpointError(
+      raise StepNotFoundError(
           f"no checkpoint {step!r} in {self.directory} (workdir {self.workdir}); "
           f"available steps: {available or 'none'}")
     return resolved
@@ -419,16 +425,31 @@ class Checkpointer:
   def _step_path(self, step: int, item: str) -> epath.Path:
     return self.directory / str(step) / item
 
-  def _check_template(self, step: int, item: str, template: PyTree) -> None:
+  def saved_shapes(self, step: int, item: str) -> dict[str, tuple]:
+    """{"path/of/leaf": shape} of an array item of `step`, from its metadata alone.
+
+    Raises CheckpointError (one line) when the item, or its metadata file, is missing or
+    unreadable.
+    """
     if not self._step_path(step, item).exists():
       raise CheckpointError(f"checkpoint step {step} is incomplete: "
                             f"{self._step_path(step, item)} is missing")
+    if not (self._step_path(step, item) / "_METADATA").exists():
+      raise CheckpointError(f"checkpoint step {step} is corrupt: "
+                            f"{self._step_path(step, item) / '_METADATA'}, the {item} item's "
+                            "metadata (tree structure and shapes), is missing")
     try:
       metadata = self._manager.item_metadata(step).get(item)
     except Exception as e:  # noqa: BLE001 — any unreadable metadata is a corrupt checkpoint.
       raise CheckpointError(f"cannot read the metadata of {self._step_path(step, item)}: "
                             f"{_one_line(e)}") from None
-    saved = {} if metadata is None else _shapes_by_path(getattr(metadata, "tree", metadata))
+    if metadata is None:
+      raise CheckpointError(f"checkpoint step {step} is corrupt: the metadata of "
+                            f"{self._step_path(step, item)} is empty")
+    return _shapes_by_path(getattr(metadata, "tree", metadata))
+
+  def _check_template(self, step: int, item: str, template: PyTree) -> None:
+    saved = self.saved_shapes(step, item)
     problem = _first_mismatch(saved, _shapes_by_path(template))
     if problem is not None:
       raise CheckpointError(

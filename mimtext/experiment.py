@@ -439,3 +439,24 @@ def config_value(config, field: str):
   for part in field.split("."):
     value = value[part]
   return value
+
+
+# The parameter whose first dimension is the vocabulary size (`sentence_ae.init_params`).
+_VOCAB_ROWS = "embed/table"
+
+
+def check_vocabulary_matches(ckpt, step: int | str, vocab_size: int, vocab_path: str) -> None:
+  """Refuses, in one line, a vocabulary file whose size is not the one the checkpoint was trained
+  with (a vocab.txt edited or cut short), before the restore would report a shape mismatch.
+
+  Raises:
+    checkpoint.CheckpointError: the sizes differ (or the checkpoint's metadata is unreadable).
+  """
+  from mimtext import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  shapes = ckpt.saved_shapes(ckpt.resolve_step(step), "params")
+  rows = shapes.get(_VOCAB_ROWS, (None,))[0]
+  if rows is not None and rows != vocab_size:
+    raise checkpoint_lib.CheckpointError(
+        f"{vocab_path} holds {vocab_size:,} tokens but the checkpoint's word embedding has "
+        f"{rows:,} rows: the vocabulary file was changed or cut short (it must be the one the run "
+        "wrote)")

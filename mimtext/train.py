@@ -482,6 +482,7 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
   # recorded numbers them from 1 (see mimtext.reporting).
   epoch, data_iter = 0, None
   if resuming:
+    experiment.check_vocabulary_matches(ckpt, "latest", corpus.vocab.size, vocab_path)
     restored = ckpt.restore("latest", params_template=state.params,
                             opt_state_template=state.opt_state)
     state = replicate(TrainState(jnp.asarray(restored["step"], jnp.int32), restored["params"],

@@ -611,3 +611,50 @@ def test_a_second_signal_while_stopping_is_acknowledged_and_the_step_is_saved(tm
   with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
     assert ckpt.latest_step() == 1
   assert not [p for p in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in p]
+
+
+# ------------------------------------------------------------------------------------------ 13
+# A damaged run directory is reported in one FATAL line that says what is wrong (exit 1, no usage
+# hint, no traceback from orbax's abandoned reads).
+
+
+def _damage_params_file(workdir):
+  params = pathlib.Path(workdir) / "checkpoints" / "4" / "params"
+  biggest = max((p for p in params.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  data = biggest.read_bytes()
+  biggest.write_bytes(data[:len(data) // 2])
+
+
+def _cut_vocabulary(workdir, keep):
+  path = pathlib.Path(workdir) / "vocab.txt"
+  lines = path.read_text().splitlines(keepends=True)
+  path.write_text("".join(lines[:keep if keep >= 0 else len(lines) + keep]))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (_damage_params_file, "FATAL: cannot read {w}/checkpoints/4/params (params of checkpoint step "
+                          "4; corrupt?): "),
+    (lambda w: (pathlib.Path(w) / "checkpoints" / "4" / "params" / "_METADATA").unlink(),
+     "FATAL: checkpoint step 4 is corrupt: {w}/checkpoints/4/params/_METADATA, the params item's "
+     "metadata"),
+    (lambda w: _cut_vocabulary(w, -3), "FATAL: {w}/vocab.txt holds "),
+    (lambda w: _cut_vocabulary(w, 0), "FATAL: vocabulary file {w}/vocab.txt is empty"),
+], ids=["truncated_params", "params_metadata_deleted", "vocab_three_lines_short", "empty_vocab"])
+def test_a_damaged_run_is_one_fatal_line_for_evaluate_and_train(four_steps, tmp_path, damage,
+                                                                message):
+  workdir = _copy(four_steps, tmp_path)
+  damage(workdir)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=os.environ.get(
+      "MIMTEXT_TEST_JAX_CACHE", "/tmp/mimtext_test_jax_cache"))
+  flags = [f"--config.{k}={v}" for k, v in _TINY.items()]
+  for args in (["launch.evaluate", f"--workdir={workdir}", "--suite=bounds", "--noposthoc"],
+               ["launch.train", f"--workdir={workdir}", "--max_steps=8", *flags]):
+    proc = run_subprocess([sys.executable, "-m", *args], 120, cwd=REPO, env=env)
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and
+             not line.startswith(("I1", "W1", "E1"))]  # absl log lines of the trainer
+    assert proc.returncode == 1, (args[0], proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, (
+        args[0], proc.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith(message.format(w=workdir)), (args[0], lines)
+  if "vocab.txt holds" in message:
+    assert "but the checkpoint's word embedding has" in lines[0]

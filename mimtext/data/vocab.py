@@ -205,20 +205,26 @@ class Vocabulary:
 
     Raises:
       FileNotFoundError: the file does not exist.
-      ValueError: the file is empty, or it does not start with the four special tokens, or an
-        entry is blank / duplicated.
+      text_files.DataError (a ValueError): the file is empty or not UTF-8, or it does not start
+        with the four special tokens, or an entry is blank / duplicated.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
       raise FileNotFoundError(f"vocabulary file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-      tokens = tuple(line.rstrip("\r\n") for line in f)
+    from mimtext.data import text_files  # pylint: disable=g-import-not-at-top
+    try:
+      with open(path, encoding="utf-8") as f:
+        tokens = tuple(line.rstrip("\r\n") for line in f)
+    except UnicodeDecodeError as e:
+      raise text_files.DataError(f"vocabulary file {path} is not valid UTF-8 ({e.reason} at byte "
+                                 f"{e.start})") from None
     if not tokens:
-      raise ValueError(f"vocabulary file {path} is empty")
+      raise text_files.DataError(f"vocabulary file {path} is empty (a run's vocab.txt holds the "
+                                 "4 special tokens and its words, one a line)")
     try:
       return cls(tokens)
     except ValueError as e:
-      raise ValueError(f"vocabulary file {path}: {e}") from None
+      raise text_files.DataError(f"vocabulary file {path}: {e}") from None
 
   @classmethod
   def build(cls, lines: Iterable[str], *, min_count: int = 1,

@@ -60,6 +60,8 @@ def load_run(workdir: str, step: str | int = "best",
   model_cfg = experiment.model_config(config, vocab.size)
   template = jax.eval_shape(lambda: sentence_ae.init_params(jax.random.PRNGKey(0), model_cfg))
   with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion", read_only=True) as ckpt:
+    experiment.check_vocabulary_matches(ckpt, step, vocab.size,
+                                        os.path.join(workdir, "vocab.txt"))
     restored = ckpt.restore(step, params_template=template, data_state=False)
   return Run(workdir, config, vocab, model_cfg, restored["params"], int(restored["step"]))
 
