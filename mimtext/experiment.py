@@ -336,6 +336,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if (config.objective.name == "lm") != (config.model.condition == "none"):
     fail("model.condition", 'the lm objective (a language model) and condition "none" (a decoder '
          "that ignores z) go together")
+  _check_corpus_fields(config, fail)
+  if config.data.holdout < 0 or (config.data.train_from_valid and config.data.holdout < 1):
+    fail("data.holdout", "must be >= 0, and >= 1 with data.train_from_valid (the sentences of "
+         "valid held out for validation)")
+  objective = config.objective
+  for field in ("word_keep_start_step", "word_keep_end_step"):
+    if objective[field] < 0:
+      fail(f"objective.{field}", "must be >= 0 (a training step)")
+  if (objective.word_keep_schedule == "linear"
+      and objective.word_keep_end_step <= objective.word_keep_start_step):
+    fail("objective.word_keep_end_step", "must be after objective.word_keep_start_step")
+  if objective.kl_logistic_k <= 0:
+    fail("objective.kl_logistic_k", "must be positive (the slope of the logistic KL schedule)")
   if config.optimizer.learning_rate <= 0:
     fail("optimizer.learning_rate", "must be positive")
   if not 0.0 < config.optimizer.plateau_factor <= 1.0:
@@ -350,6 +363,29 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         text_files.check_split_file(config.data.data_dir, split)
       except text_files.DataError as e:
         fail("data.data_dir", str(e))
+
+
+# Corpora the flagfiles name: accepted by validate_config even where they are absent (a flagfile
+# checked with --dry_run on a machine without the data); any other name must be found.
+KNOWN_CORPORA = ("builtin", "ptb", "yahoo", "yahoo_topic", "dbpedia")
+
+
+def _check_corpus_fields(config: ml_collections.ConfigDict, fail) -> None:
+  """data.corpus names a corpus that exists (or one the flagfiles use), and data.vocab_split a
+  split of it (train / valid / test when the corpus is not at hand to look)."""
+  d = config.data
+  found = None
+  if not d.data_dir and d.corpus != "builtin":
+    try:
+      found = corpus_dir(config)
+    except (FileNotFoundError, text_files.DataError) as e:
+      if d.corpus not in KNOWN_CORPORA:
+        fail("data.corpus", str(e))
+  elif d.data_dir and os.path.isdir(d.data_dir):
+    found = d.data_dir
+  splits = (text_files.available_splits(found) if found else ()) or text_files.SPLIT_NAMES
+  if d.vocab_split not in splits:
+    fail("data.vocab_split", f"must be a split of the corpus: one of {list(splits)}")
 
 
 def _check_devices(config: ml_collections.ConfigDict, fail) -> None:

@@ -243,7 +243,11 @@ def test_evaluate_names_a_corrupt_config_json(tmp_path):
   workdir.mkdir()
   (workdir / "config.json").write_text('{"model": {"latent_dim": 4', encoding="utf-8")
   proc = _run("launch.evaluate", f"--workdir={workdir}")
-  _assert_fatal_and_hint(proc, f"FATAL: {workdir}/config.json is corrupt (not valid JSON: ")
+  # Damage, not a usage mistake: one line, exit 1, no help hint.
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert len(lines) == 1 and lines[0].startswith(
+      f"FATAL: {workdir}/config.json is corrupt (not valid JSON: "), proc.stderr
   assert proc.stderr.splitlines()[0].endswith(
       "; restore it from a copy or start a new run directory"), proc.stderr
 
@@ -272,3 +276,64 @@ def test_a_subprocess_past_its_limit_fails_naming_the_command(monkeypatch):
   assert message.startswith(f"{sys.executable} -c {code} took more than 2 s (killed)"), message
   assert "MIMTEXT_TEST_TIMEOUT_SCALE (now 1)" in message and "still here" in message
   assert run_subprocess([sys.executable, "-c", "print(7)"], 60).stdout == "7\n"
+
+
+# Every field of the config, with a value outside its domain: `validate_config` (so --dry_run)
+# refuses each, naming that field. A field that has no invalid value is listed with the reason.
+_OUT_OF_DOMAIN = {
+    "seed": -1, "batch_size": 0, "eval_batch_size": 0, "max_epochs": -1, "max_steps": -1,
+    "max_minutes": -1.0, "early_stopping_patience": -1, "num_devices": -1, "log_every_steps": 0,
+    "checkpoint_every_steps": -1, "host_allocator": "nope",
+    "data.corpus": "nope", "data.data_dir": "/no/such/directory", "data.vocab_split": "nope",
+    "data.holdout": -1, "data.tokenizer": "nope", "data.min_count": 0, "data.max_vocab": -1,
+    "data.max_len": -1, "data.overflow": "nope", "data.blank_lines": "nope",
+    "data.bucket_batches": -1, "data.builtin_seed": -1, "data.builtin_train_size": 0,
+    "data.builtin_eval_size": 0,
+    "model.embed_dim": 0, "model.hidden_dim": 0, "model.latent_dim": 0, "model.cell": "nope",
+    "model.summary": "nope", "model.attention_dim": -1, "model.encoder_highway": -1,
+    "model.decoder_highway": -1, "model.condition": "nope", "model.embed_dropout": 1.0,
+    "model.output_dropout": -0.1, "model.embed_dropout_scope": "nope", "model.posterior": "nope",
+    "model.log_var_floor": float("inf"), "model.floor_mode": "nope", "model.log_var_init": "nope",
+    "model.concentration_floor": 0.0, "model.init_scale": -1.0, "model.matmul_dtype": "nope",
+    "objective.name": "nope", "objective.kl_weight": -1.0, "objective.kl_schedule": "nope",
+    "objective.kl_anneal_steps": 0, "objective.kl_logistic_k": -1.0, "objective.free_bits": -1.0,
+    "objective.num_samples": 0, "objective.sample_average": "nope",
+    "objective.word_keep_rate": 1.5, "objective.word_keep_schedule": "nope",
+    "objective.word_keep_start_rate": -0.1, "objective.word_keep_end_rate": 1.1,
+    "objective.word_keep_start_step": -1, "objective.word_keep_end_step": -1,
+    "objective.l1_weight": -1.0, "objective.l2_weight": -1.0, "objective.mi_weight": -1.0,
+    "objective.mi_max_len": 0, "objective.kl_z_weight": -1.0, "objective.kl_gamma_weight": -1.0,
+    "objective.prior_alpha": 0.0, "objective.prior_beta": 0.0,
+    "objective.concrete_temperature": 0.0, "objective.spike_scale": 0.0,
+    "objective.prior_gamma": 1.0, "objective.mmd_weight": -1.0, "objective.mmd_kernel": "nope",
+    "optimizer.name": "nope", "optimizer.learning_rate": 0.0, "optimizer.clip_norm": -1.0,
+    "optimizer.plateau_factor": 0.0, "optimizer.plateau_patience": -1,
+    "eval.num_z_samples": 0, "eval.iw_samples": 0, "eval.max_decode_len": -1,
+    "eval.max_valid_sentences": -1,
+}
+_NO_INVALID_VALUE = {
+    "distributed": "a boolean", "data.use_tfds": "a boolean", "data.train_from_valid": "a boolean",
+    "model.bidirectional": "a boolean", "model.reverse_encoder_input": "a boolean",
+    "model.encoder_reads_sos": "a boolean", "objective.concrete_hard": "a boolean",
+    "objective.mim_batch_constant": "a boolean",
+    "data.tfds_dir": "any path: created when absent",
+    "objective.kl_logistic_x0": "any step: a negative midpoint starts the curve past its middle",
+}
+
+
+def test_every_config_field_is_classified():
+  assert set(_OUT_OF_DOMAIN) | set(_NO_INVALID_VALUE) == set(base.field_docs())
+  assert not set(_OUT_OF_DOMAIN) & set(_NO_INVALID_VALUE)
+
+
+@pytest.mark.parametrize("field", sorted(_OUT_OF_DOMAIN))
+def test_every_out_of_domain_config_value_is_refused_naming_its_field(field, tmp_path,
+                                                                      monkeypatch):
+  monkeypatch.setenv("MIMTEXT_DATA", str(tmp_path))  # no corpus named "nope" there
+  value = _OUT_OF_DOMAIN[field]
+  config = _config(**{field.replace(".", "__"): value})
+  with pytest.raises(experiment.ConfigError) as info:
+    experiment.validate_config(config)
+  message = str(info.value)
+  assert message.startswith(f"--config.{field}="), message
+  assert "\n" not in message
