@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from typing import Callable, Sequence
 
 from absl import app
@@ -42,6 +43,7 @@ def exit_with_error(message: str, *, usage: bool = True) -> None:
   # collected at exit, where Python prints an "Exception ignored in ..." traceback for each: the
   # one line above already says what happened.
   sys.unraisablehook = lambda unraisable: None
+  threading.excepthook = lambda args: None  # the same for library threads (orbax's signalling)
   sys.exit(2 if usage else 1)
 
 

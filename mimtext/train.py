@@ -493,6 +493,12 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
     except ValueError as e:
       raise experiment.ConfigError(f"cannot resume {workdir}: {e}; resume with the flags in its "
                        "config.json or use another --workdir") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+      raise checkpoint_lib.CheckpointError(
+          f"checkpoint step {restored['step']} is corrupt: its data_state "
+          f"({ckpt.directory}/{restored['step']}/data_state) holds no input pipeline state this "
+          f"run can resume ({type(e).__name__}: {e}); restore the directory from a copy or use "
+          "another --workdir") from None
     plateau = optim.PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
                                                data_state.get("plateau"))
     early = optim.EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),

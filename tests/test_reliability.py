@@ -658,3 +658,14 @@ def test_a_damaged_run_is_one_fatal_line_for_evaluate_and_train(four_steps, tmp_
     assert len(lines) == 1 and lines[0].startswith(message.format(w=workdir)), (args[0], lines)
   if "vocab.txt holds" in message:
     assert "but the checkpoint's word embedding has" in lines[0]
+
+
+def test_a_data_state_of_the_wrong_shape_is_named_as_corrupt(four_steps, tmp_path):
+  workdir = _copy(four_steps, tmp_path)
+  path = pathlib.Path(workdir) / "checkpoints" / "4" / "data_state" / "metadata"
+  state = json.loads(path.read_text())
+  path.write_text(json.dumps({**state, "pipeline": [1, 2, 3]}))
+  with pytest.raises(checkpoint_lib.CheckpointError,
+                     match=r"checkpoint step 4 is corrupt: its data_state .* holds no input "
+                           r"pipeline state this run can resume \(AttributeError"):
+    train_lib.train_and_evaluate(_config(max_steps=8), workdir)
