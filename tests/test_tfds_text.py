@@ -4,6 +4,7 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 
 from absl import logging as absl_logging
 import pytest
@@ -151,3 +152,25 @@ def test_default_tfds_dir(monkeypatch):
   assert tfds_text.default_tfds_dir() == "/some/where"
   monkeypatch.delenv("MIMTEXT_TFDS_DIR")
   assert tfds_text.default_tfds_dir() == os.path.expanduser("~/.cache/mimtext/tfds")
+
+
+def test_a_killed_preparation_leaves_nothing_behind_after_the_next_start(tmp_path):
+  """TFDS writes into an "incomplete.*" folder and renames it when done: one left by a killed
+  process is removed when the corpus is next prepared or opened; a recent one (a preparation
+  running beside us) stays."""
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  (corpus / "train.txt").write_text("a b c\nd e\n")
+  tfds_dir = tmp_path / "tfds"
+  tfds_text.load_text_split(str(corpus), "train", tfds_dir=str(tfds_dir))
+  versions = [p for p in tfds_dir.rglob("*") if p.is_dir() and p.name[:1].isdigit()]
+  config_dir = str(versions[0].parent)  # .../NAME/CONFIG/VERSION: TFDS's folders go in CONFIG
+  abandoned = os.path.join(config_dir, "incomplete.ABC123_1.0.0")
+  running = os.path.join(config_dir, "incomplete.XYZ789_1.0.0")
+  for path in (abandoned, running):
+    os.makedirs(os.path.join(path, "sub"))
+  old = time.time() - 2 * tfds_text.ABANDONED_AFTER_S
+  os.utime(abandoned, (old, old))
+  tfds_text.clear_cache()
+  tfds_text.load_text_split(str(corpus), "train", tfds_dir=str(tfds_dir))
+  assert not os.path.exists(abandoned) and os.path.exists(running)

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import logging as py_logging
 import os
 import re
+import shutil
 import time
 from typing import Iterator, Sequence, overload
 
@@ -312,10 +314,34 @@ def _split_files_signature(data_dir: str) -> tuple | None:
     return None
 
 
+# A partial preparation (TFDS's "incomplete.*" folder) this old is abandoned (a killed process):
+# preparing a corpus of a few MB takes seconds.
+ABANDONED_AFTER_S = 600.0
+
+
+def remove_abandoned_preparations(config_dir: str, *, older_than_s: float = ABANDONED_AFTER_S
+                                  ) -> list[str]:
+  """Removes the "incomplete.*" folders that a killed preparation left in `config_dir` (those
+  untouched for `older_than_s`; a concurrent preparation's recent one stays); returns them."""
+  removed = []
+  now = time.time()
+  for path in glob.glob(os.path.join(config_dir, tfds.core.constants.INCOMPLETE_PREFIX + "*")):
+    try:
+      if now - os.path.getmtime(path) < older_than_s:
+        continue
+      shutil.rmtree(path)
+    except OSError:
+      continue
+    removed.append(path)
+    logging.warning("removed %s, a partial TFDS preparation left by a killed process", path)
+  return removed
+
+
 def _prepare_quietly(config: TextLinesConfig, tfds_dir: str) -> tuple[TextLines, str]:
   """The prepared builder, and what was done: "prepared in N s", "reused" or "prepared by
-  another process"."""
+  another process". Partial preparations abandoned by killed processes are removed first."""
   builder = TextLines(config=config, data_dir=tfds_dir)
+  remove_abandoned_preparations(os.path.dirname(os.fspath(builder.data_dir)))
   if builder.is_prepared():
     return builder, "reused"
   start = time.perf_counter()
