@@ -28,6 +28,7 @@ from absl import logging
 import numpy as np
 
 from launch import common
+from mimtext.data import text_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.", required=True)
 _INPUT = flags.DEFINE_string("input", None, "Text file: one sentence per line (UTF-8).",
@@ -43,16 +44,15 @@ _SHOWN = 5  # line numbers / unknown words listed in the reports
 
 
 def read_lines(path: str) -> list[str]:
-  """The lines of a UTF-8 text file without their line endings (a final newline adds no line)."""
+  """The lines of a UTF-8 text file, whitespace-normalised, blank ones as "" (a final newline adds
+  no line)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"--input={path}: no such file")
   if os.path.isdir(path):
     raise app.UsageError(f"--input={path} is a directory, not a text file")
-  try:
-    with open(path, encoding="utf-8", newline=None) as f:
-      return [line.rstrip("\n") for line in f]
-  except UnicodeDecodeError as e:
-    raise app.UsageError(f"--input={path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  # The reader of the training corpus (UTF-8, no NUL byte, the file and line named on failure),
+  # keeping blank lines: each line of the input is one row of the output.
+  return text_files.read_lines(path, blank_lines="keep").lines
 
 
 def check_writable(flag: str, path: str) -> None:

@@ -337,3 +337,17 @@ def test_every_out_of_domain_config_value_is_refused_naming_its_field(field, tmp
   message = str(info.value)
   assert message.startswith(f"--config.{field}="), message
   assert "\n" not in message
+
+
+def test_launch_encode_reads_its_input_as_training_reads_a_corpus(tmp_path):
+  """One reader for both: a NUL byte (refused by training) is refused by launch.encode, in one
+  line naming the file and line, before the model is loaded."""
+  text = tmp_path / "in.txt"
+  text.write_bytes(b"the cat\nthe \x00 dog\n")
+  proc = _run("launch.encode", f"--workdir={tmp_path}", f"--input={text}",
+              f"--output={tmp_path / 'out.npy'}")
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+  assert lines[0].startswith(f"FATAL: {text}:2: NUL byte"), lines
+  text.write_bytes(b"a  b\n\n  \nc\n")  # what launch.encode reads: every line, blank ones too
+  assert text_files.read_lines(text, blank_lines="keep").lines == ["a b", "", "", "c"]

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from launch import train as launch_train
 from launch.configs import base
 from mimtext import checkpoint as checkpoint_lib
 from mimtext import experiment
@@ -554,7 +553,16 @@ def test_a_workdir_that_is_a_file_or_not_writable_is_refused_in_one_line(tmp_pat
   monkeypatch.setattr("builtins.open", read_only_open)
   with pytest.raises(train_lib.WorkdirError, match=r"cannot be written \(Permission denied\)"):
     train_lib.train_and_evaluate(_config(max_steps=1), str(tmp_path / "ro"))
-  assert train_lib.WorkdirError in launch_train.TRAIN_ERRORS
+  monkeypatch.undo()
+  # The command line prints it in one line (launch.train is not imported here: its absl flags
+  # would clash with those of launch.evaluate, which other tests of this module import).
+  proc = run_subprocess([sys.executable, "-m", "launch.train",
+                         "--flagfile=launch/configs/quickstart.flags", f"--workdir={a_file}"],
+                        120, cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  lines = [line for line in proc.stderr.splitlines() if line.startswith(("FATAL", "Traceback"))]
+  assert proc.returncode == 1 and lines == [
+      f"FATAL: --workdir={a_file} is a file, not a directory; pass a directory (it is created "
+      "if absent)"], proc.stderr[-3000:]
 
 
 def test_evaluation_of_a_read_only_run_writes_elsewhere_and_says_so(tmp_path, monkeypatch,

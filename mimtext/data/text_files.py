@@ -13,7 +13,7 @@ from typing import Literal
 from absl import logging
 import numpy as np
 
-BlankLinePolicy = Literal["skip", "error"]
+BlankLinePolicy = Literal["skip", "error", "keep"]
 SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")
 
 
@@ -83,7 +83,8 @@ def read_lines(path: str | os.PathLike, *, blank_lines: BlankLinePolicy = "skip"
 
   Args:
     path: the text file.
-    blank_lines: "skip" drops whitespace-only lines (counted and logged once); "error" rejects them.
+    blank_lines: "skip" drops whitespace-only lines (counted and logged once); "error" rejects them;
+      "keep" returns them as "" (a file of sentences to encode, one result per line).
 
   Returns:
     The normalised non-blank lines with their source line numbers.
@@ -93,8 +94,8 @@ def read_lines(path: str | os.PathLike, *, blank_lines: BlankLinePolicy = "skip"
       `blank_lines="error"`, holds a NUL byte, or is not valid UTF-8. The message names the file
       and line. A leading byte order mark is not an error: it is dropped.
   """
-  if blank_lines not in ("skip", "error"):
-    raise ValueError(f"blank_lines must be 'skip' or 'error', got {blank_lines!r}")
+  if blank_lines not in ("skip", "error", "keep"):
+    raise ValueError(f"blank_lines must be 'skip', 'error' or 'keep', got {blank_lines!r}")
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DataError(f"{path}: file does not exist")
@@ -108,15 +109,16 @@ def read_lines(path: str | os.PathLike, *, blank_lines: BlankLinePolicy = "skip"
       raise DataError(f"{path}:{line_number}: NUL byte (\\x00) at column {raw.index(chr(0)) + 1}; "
                       "is this a binary file?")
     tokens = raw.split()
-    if not tokens:
+    if not tokens and blank_lines != "keep":
       if blank_lines == "error":
         raise DataError(f"{path}:{line_number}: blank line (use blank_lines='skip' to skip it)")
       blank_numbers.append(line_number)
       continue
     lines.append(" ".join(tokens))
     line_numbers.append(line_number)
-  if not lines:
-    raise DataError(f"{path}: file is empty (no non-blank line in {len(blank_numbers)} lines)")
+  if not any(lines):
+    total = len(line_numbers) + len(blank_numbers)
+    raise DataError(f"{path}: file is empty (no non-blank line in {total} lines)")
   if blank_numbers:
     logging.warning("%s: skipped %d blank line(s), the first at line %d",
                     path, len(blank_numbers), blank_numbers[0])
