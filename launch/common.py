@@ -6,6 +6,7 @@ import errno
 import logging as py_logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -246,3 +247,17 @@ def not_writable(directory: str) -> str | None:
   except OSError as e:
     return e.strerror or str(e)
   return None
+
+
+def exit_cleanly_on_signals(message: str) -> None:
+  """From now on SIGTERM and SIGINT print `message` and end the process with status 0: for the
+  moments after a command's work is done and saved (a late SIGTERM would otherwise end it with
+  -15 and no word)."""
+
+  def handler(signum, frame):
+    del frame
+    print(f"{signal.Signals(signum).name} received: {message}", file=sys.stderr, flush=True)
+    os._exit(0)  # pylint: disable=protected-access  (nothing left to clean up)
+
+  for s in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(s, handler)

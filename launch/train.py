@@ -78,6 +78,7 @@ def main(argv):
   logging.info("devices: %s; processes: %d; host allocator: %s", jax.devices(),
                jax.process_count(), allocator)
   train_lib.train_and_evaluate(config, _WORKDIR.value)
+  common.exit_cleanly_on_signals(f"training had finished and saved in {_WORKDIR.value}; exiting")
 
 
 # A refused config or resume, a locked workdir, an unreadable checkpoint, a diverged or interrupted

@@ -12,6 +12,7 @@ import difflib
 import math
 import os
 
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -160,6 +161,9 @@ def check_corpus_files(config: ml_collections.ConfigDict) -> None:
   for split in required_splits(config):
     text_files.read_lines(text_files.check_split_file(data_dir, split),
                           blank_lines=config.data.blank_lines)
+  if "test" not in text_files.available_splits(data_dir):
+    logging.warning("%s has no test split (test.txt): training goes on, and launch.evaluate will "
+                    "need --split=valid (or a test.txt added before evaluating)", data_dir)
 
 
 def required_splits(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -351,3 +351,24 @@ def test_launch_encode_reads_its_input_as_training_reads_a_corpus(tmp_path):
   assert lines[0].startswith(f"FATAL: {text}:2: NUL byte"), lines
   text.write_bytes(b"a  b\n\n  \nc\n")  # what launch.encode reads: every line, blank ones too
   assert text_files.read_lines(text, blank_lines="keep").lines == ["a b", "", "", "c"]
+
+
+def test_a_corpus_without_a_test_split_trains_with_a_warning(tmp_path, caplog):
+  directory = _corpus_dir(tmp_path, {"train.txt": b"a b\nb c\n", "valid.txt": b"a c\n"})
+  config = _config(data__data_dir=str(directory), data__use_tfds=False)
+  with caplog.at_level(logging.WARNING):
+    experiment.check_corpus_files(config)
+  assert any(f"{directory} has no test split (test.txt)" in r.getMessage()
+             for r in caplog.records)
+
+
+def test_a_signal_after_the_work_is_saved_exits_cleanly_with_a_message():
+  code = ("import os, signal, time\n"
+          "from launch import common\n"
+          "common.exit_cleanly_on_signals('training had finished and saved in W; exiting')\n"
+          "os.kill(os.getpid(), signal.SIGTERM)\n"
+          "time.sleep(30)\n")
+  proc = run_subprocess([sys.executable, "-c", code], 60, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stderr.strip() == ("SIGTERM received: training had finished and saved in W; "
+                                 "exiting")
