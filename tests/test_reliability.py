@@ -677,3 +677,17 @@ def test_a_data_state_of_the_wrong_shape_is_named_as_corrupt(four_steps, tmp_pat
                      match=r"checkpoint step 4 is corrupt: its data_state .* holds no input "
                            r"pipeline state this run can resume \(AttributeError"):
     train_lib.train_and_evaluate(_config(max_steps=8), workdir)
+
+
+def test_a_refused_resume_on_the_command_line_is_one_line_without_thread_tracebacks(four_steps,
+                                                                                    tmp_path):
+  """Refused after orbax has opened the checkpoints: its threads must not print a traceback
+  after the FATAL line (it happened intermittently)."""
+  workdir = _copy(four_steps, tmp_path)
+  flags = [f"--config.{k}={v}" for k, v in _TINY.items()]
+  proc = run_subprocess([sys.executable, "-m", "launch.train", f"--workdir={workdir}",
+                         "--max_steps=8", "--config.objective.name=vae", *flags], 120, cwd=REPO,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  tail = proc.stderr[proc.stderr.index("FATAL: "):]
+  assert tail.startswith("FATAL: --config.objective.name='vae': ") and tail.count("\n") == 1, tail
