@@ -2,7 +2,7 @@ r"""Evaluates a checkpoint written by `launch.train`: bounds, information measur
 
   python -m launch.evaluate --workdir=W [--step=best|latest|N] [--split=test]
       [--suite=bounds,info,histograms,melbo,qa,classify | all] [--num_z_samples=10]
-      [--iw_samples=500] [--data_root=DIR]
+      [--iw_samples=500] [--iw_sweep=1,10,100,1000] [--data_root=DIR]
 
 Restores the parameters only (no optimiser or data state), reads the run's saved config and
 vocabulary and scores the model as it was trained (inputless decoders without inputs,
@@ -41,6 +41,11 @@ _NUM_Z = flags.DEFINE_integer("num_z_samples", None,
 _IW = flags.DEFINE_integer("iw_samples", None,
                            "K of the importance-weighted bound (default: the config's "
                            "eval.iw_samples).")
+_IW_SWEEP = flags.DEFINE_list(
+    "iw_sweep", [], "K values of a sweep of the importance-weighted bounds (e.g. 1,10,100,1000): "
+    "each bound at every K, with the standard error of its step from the previous K, as a table "
+    "and k_sweep_SPLIT.png, all from the draws of the largest K (which then replaces "
+    "--iw_samples when larger).")
 _BATCH = flags.DEFINE_integer("batch_size", 50, "Sentences per evaluation batch.")
 _MAX_SENTENCES = flags.DEFINE_integer(
     "max_sentences", 0, "Evaluate only the first N sentences of the split (0: all of them).")
@@ -104,6 +109,13 @@ def main(argv):
   for flag in (_NUM_Z, _IW):
     if flag.value is not None and flag.value <= 0:
       raise app.UsageError(f"--{flag.name}={flag.value}: must be positive")
+  try:
+    sweep = tuple(sorted({int(k) for k in _IW_SWEEP.value}))
+  except ValueError:
+    raise app.UsageError(f"--iw_sweep={','.join(_IW_SWEEP.value)}: a comma list of integers, e.g. "
+                         "1,10,100,1000") from None
+  if sweep and sweep[0] < 1:
+    raise app.UsageError(f"--iw_sweep={','.join(_IW_SWEEP.value)}: every K must be >= 1")
   try:  # before any work: a bad --suite fails at once, without loading the run
     sections = suite_lib.parse_suite(_SUITE.value)
   except ValueError as e:
@@ -126,7 +138,8 @@ def main(argv):
       posthoc_refit=_POSTHOC_REFIT.value, histogram_sentences=_HIST.value,
       melbo_subsets=_MELBO_SUBSETS.value, qa_questions=_QA_QUESTIONS.value,
       classify_max_sentences=_CLASSIFY_MAX.value, data_root=_DATA_ROOT.value,
-      progress=sys.stderr.isatty() if _PROGRESS.value is None else _PROGRESS.value)
+      progress=sys.stderr.isatty() if _PROGRESS.value is None else _PROGRESS.value,
+      iw_sweep=sweep)
   results = suite_lib.run_suite(run, corpus, _SPLIT.value, split, sections, options,
                                 out_dir=out_dir, log=lambda line: print(line, file=sys.stderr))
   failed = suite_lib.failures(results)

@@ -132,12 +132,13 @@ def _is_logsumexp(name: str) -> bool:
 
 
 def chunk_statistics(terms: dict[str, Array], index: Array, num_samples: int,
-                     iw_samples: int) -> dict[str, Array]:
+                     iw_samples: int, sweep: tuple[int, ...] = ()) -> dict[str, Array]:
   """Reduces the draws of one chunk: terms [c,b] of the draws numbered `index` [c] → dict of [b].
 
   log_px, log_px_no_eos, kl: sums over the draws j < num_samples (none when num_samples = 0);
   B_log_px, B_log_px_no_eos for B in iw, posthoc_iw (where its log-weight is in `terms`):
-  logsumexp_j (log p(x|z_j) + log w_j) over the draws j < iw_samples, in float32.
+  logsumexp_j (log p(x|z_j) + log w_j) over the draws j < iw_samples, in float32; and for each K
+  of `sweep` the same over the draws j < K, named "B_log_px@K" (a K sweep from one set of draws).
   """
   stats = {}
   if num_samples:
@@ -145,14 +146,15 @@ def chunk_statistics(terms: dict[str, Array], index: Array, num_samples: int,
     for name in _MEANS:
       if name in terms:
         stats[name] = jnp.sum(jnp.where(in_mean, terms[name], 0.0), axis=0)
-  in_iw = (index < iw_samples)[:, None]
+  limits = {"": iw_samples, **{f"@{k}": k for k in sweep}}
   for bound, weight in _IW_WEIGHTS.items():
     if weight not in terms:
       continue
     for suffix in ("", "_no_eos"):
       values = (terms["log_px" + suffix] + terms[weight]).astype(jnp.float32)
-      stats[f"{bound}_log_px{suffix}"] = jax.nn.logsumexp(
-          jnp.where(in_iw, values, -jnp.inf), axis=0)
+      for tag, limit in limits.items():
+        stats[f"{bound}_log_px{suffix}{tag}"] = jax.nn.logsumexp(
+            jnp.where((index < limit)[:, None], values, -jnp.inf), axis=0)
   return stats
 
 
@@ -163,7 +165,8 @@ def merge_statistics(total: dict[str, Array], chunk: dict[str, Array]) -> dict[s
 
 
 def stream_draws(draw_fn: Callable[[Array], dict[str, Array]], key: Array, num_draws: int,
-                 chunk: int, num_samples: int, iw_samples: int) -> dict[str, Array]:
+                 chunk: int, num_samples: int, iw_samples: int,
+                 sweep: tuple[int, ...] = ()) -> dict[str, Array]:
   """Reduces draws j = 0..num_draws−1 of `draw_fn` (key fold_in(key, j)) with bounded memory.
 
   The draws go c at a time, c = ⌈num_draws / n⌉ ≤ chunk with n = ⌈num_draws / chunk⌉ chunks:
@@ -178,7 +181,8 @@ def stream_draws(draw_fn: Callable[[Array], dict[str, Array]], key: Array, num_d
 
   def statistics(chunk_index):
     keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(chunk_index)
-    return chunk_statistics(jax.vmap(draw_fn)(keys), chunk_index, num_samples, iw_samples)
+    return chunk_statistics(jax.vmap(draw_fn)(keys), chunk_index, num_samples, iw_samples,
+                            sweep)
 
   shapes = jax.eval_shape(statistics, index[0])
   init = {name: jnp.full(s.shape, -jnp.inf if _is_logsumexp(name) else 0.0, s.dtype)
@@ -189,17 +193,21 @@ def stream_draws(draw_fn: Callable[[Array], dict[str, Array]], key: Array, num_d
 
 
 def _finish(total: dict[str, Array], num_samples: int, iw_samples: int) -> dict[str, Array]:
-  """Means over k = num_samples draws and log-means over K = iw_samples draws: dict of [b]."""
-  return {name: value - math.log(iw_samples) if _is_logsumexp(name) else value / num_samples
+  """Means over k = num_samples draws and log-means over K = iw_samples draws (over K' draws for
+  a sweep's "...@K'"): dict of [b]."""
+  def log_count(name):
+    return math.log(int(name.rsplit("@", 1)[1]) if "@" in name else iw_samples)
+
+  return {name: value - log_count(name) if _is_logsumexp(name) else value / num_samples
           for name, value in total.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "num_samples", "iw_samples", "iw_chunk",
-                                             "prior_fn"))
+                                             "prior_fn", "iw_sweep"))
 def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, num_samples: int,
                    iw_samples: int | None = None, *, iw_chunk: int = 10,
                    prior_fn: PriorFn | None = None, prior_params: Any = None,
-                   proposal_std: float | Array | None = None):
+                   proposal_std: float | Array | None = None, iw_sweep: tuple[int, ...] = ()):
   """Per-sentence ingredients of every bound, scored as the model was trained: dict of [b] arrays.
 
   Draws max(num_samples, iw_samples) latent draws per sentence, at most `iw_chunk` at a time
@@ -228,6 +236,9 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
 
   Args:
     iw_chunk: draws per chunk (static); the result does not depend on it beyond float rounding.
+    iw_sweep: K' < iw_samples (static): each importance-weighted bound also over the first K'
+      of its iw_samples draws, named "B_log_px@K'" (and "B_log_px_no_eos@K'"): a K sweep at the
+      cost of the largest K alone.
     prior_fn: static, a pure jnp function (prior_params, z [..., d]) -> log p̂(z) [...], e.g.
       `posthoc_prior.log_prob`; pass a module-level function (a new `functools.partial` object
       recompiles).
@@ -261,7 +272,8 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
     proposal = fixed_std_proposal(post, proposal_std)
     draw_fn = lambda k: posthoc(params, proposal, k, batch, cfg, latents.GAUSSIAN,
                                 model_prior=False)
-    out.update(_finish(stream_draws(draw_fn, key, iw_samples, iw_chunk, 0, iw_samples), 0,
+    out.update(_finish(stream_draws(draw_fn, key, iw_samples, iw_chunk, 0, iw_samples,
+                                    iw_sweep), 0,
                        iw_samples))
     return out
   widen = proposal_std is not None and prior_fn is not None
@@ -275,14 +287,15 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
   draw_fn = lambda k: draw_terms(params, post, k, batch, cfg, family,
                                  prior_fn=None if widen else prior_fn, prior_params=prior_params)
   draws = max(num_samples, iw_samples)
-  out.update(_finish(stream_draws(draw_fn, key, draws, iw_chunk, num_samples, iw_samples),
+  out.update(_finish(stream_draws(draw_fn, key, draws, iw_chunk, num_samples, iw_samples,
+                                  iw_sweep),
                      num_samples, iw_samples))
   if widen:
     proposal = widened_proposal(post, proposal_std)
     widened_fn = lambda k: posthoc(params, proposal, k, batch, cfg, latents.GAUSSIAN,
                                    model_prior=False)
     widened = stream_draws(widened_fn, jax.random.fold_in(key, _WIDENED_STREAM), iw_samples,
-                           iw_chunk, 0, iw_samples)
+                           iw_chunk, 0, iw_samples, iw_sweep)
     out.update(_finish({name: v for name, v in widened.items() if name.startswith("posthoc")},
                        0, iw_samples))
   first = family.sample(jax.random.fold_in(key, 0), post, cfg, scoring.num_latents)
@@ -380,6 +393,38 @@ def nll_bounds(terms: dict[str, np.ndarray], num_words: np.ndarray,
   _add_bound(out, "melbo", rec, tokens, n, offset=math.log(n), truth=truth)
   _add_posthoc_bound(out, terms, rec, tokens, n, truth)
   return out
+
+
+def k_sweep(terms: dict[str, np.ndarray], ks: tuple[int, ...], iw_samples: int,
+            true_nll: np.ndarray | None = None) -> list[dict[str, float]]:
+  """The importance-weighted bounds at each K of a sweep (`sentence_terms(iw_sweep=...)`), nats
+  per sentence with <eos>: one row per K, ascending.
+
+  Each row has K and, for B in iw, posthoc_iw (those present): B_nll, B_nll_stderr (over
+  sentences), B_step and B_step_stderr (the paired change from the previous K: the bound has
+  converged when it no longer moves by more than this standard error) and, given `true_nll`,
+  B_gap and B_gap_stderr (paired, to the exact −log p(x)).
+  """
+  rows, previous = [], {}
+  for k in sorted(set(ks) | {iw_samples}):
+    row: dict[str, float] = {"K": k}
+    for bound in _IW_WEIGHTS:
+      name = f"{bound}_log_px" + ("" if k == iw_samples else f"@{k}")
+      if name not in terms:
+        continue
+      nll = -np.asarray(terms[name], np.float64)
+      n = len(nll)
+      se = lambda x: float(np.std(x, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+      row[f"{bound}_nll"], row[f"{bound}_nll_stderr"] = float(nll.mean()), se(nll)
+      if bound in previous:
+        step = nll - previous[bound]
+        row[f"{bound}_step"], row[f"{bound}_step_stderr"] = float(step.mean()), se(step)
+      if true_nll is not None:
+        gap = nll - np.asarray(true_nll, np.float64)
+        row[f"{bound}_gap"], row[f"{bound}_gap_stderr"] = float(gap.mean()), se(gap)
+      previous[bound] = nll
+    rows.append(row)
+  return rows
 
 
 def _add_posthoc_bound(out: dict, terms: dict[str, np.ndarray], rec: dict[str, np.ndarray],

@@ -131,3 +131,40 @@ def plot_class_heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels
   fig.savefig(out_path, dpi=110)
   plt.close(fig)
   return out_path
+
+
+def plot_k_sweep(rows: list[dict], out_path: str, true_entropy: float | None = None,
+                 exact_nll: float | None = None) -> str:
+  """The importance-weighted bounds against K (`bounds.k_sweep` rows), log x axis, ± 2 standard
+  errors of each step from the previous K as error bars: a converged bound no longer moves by
+  more than them.
+
+  Args:
+    rows: one dict per K with "K" and B_nll (B_step_stderr) for B in iw, posthoc_iw.
+    out_path: the PNG to write.
+    true_entropy, exact_nll: optional reference lines (a corpus's true entropy, a language
+      model's exact NLL).
+  """
+  fig, ax = plt.subplots(figsize=(5.0, 3.4))
+  ks = np.asarray([r["K"] for r in rows], np.float64)
+  for bound, label, color in (("iw", "IW, model prior", "tab:blue"),
+                              ("posthoc_iw", "IW, post-hoc prior", "tab:green")):
+    if f"{bound}_nll" not in rows[0]:
+      continue
+    nll = np.asarray([r[f"{bound}_nll"] for r in rows], np.float64)
+    err = np.asarray([2 * r.get(f"{bound}_step_stderr", 0.0) for r in rows], np.float64)
+    ax.errorbar(ks, nll, yerr=err, fmt="o-", color=color, capsize=3, label=label)
+  if true_entropy is not None:
+    ax.axhline(true_entropy, color="tab:red", linestyle="--", label="true entropy")
+  if exact_nll is not None:
+    ax.axhline(exact_nll, color="black", linestyle=":", label="language model (exact)")
+  ax.set_xscale("log")
+  ax.set_xlabel("K (importance samples)")
+  ax.set_ylabel("bound on −log p(x), nats / sentence", fontsize=8)
+  ax.set_title("Importance-weighted bounds against K\n(bars: ± 2 s.e. of the step from the "
+               "previous K)", fontsize=9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+  return out_path

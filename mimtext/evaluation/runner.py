@@ -165,7 +165,8 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
                    max_decode_len: int = 0, num_examples: int = 5,
                    probe_split: corpus_lib.CorpusSplit | None = None,
                    progress: bool = True, posthoc: PosthocPrior | None = None,
-                   iw_chunk: int = 10, return_terms: bool = False):
+                   iw_chunk: int = 10, return_terms: bool = False,
+                   iw_sweep: tuple[int, ...] = ()):
   """Every metric of DESIGN §4 implemented so far, over all sentences of `split` (none dropped).
 
   The model is scored as it was trained (`objectives.common.scoring`); `iw_samples` is K of the
@@ -173,14 +174,17 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
   the importance-weighted bound under that prior is reported too ("posthoc_iw"). With
   `probe_split` (training sentences) and labels on both splits, a linear probe of the label on
   the codes is fitted and scored. Returns the report, and with `return_terms` also the
-  per-sentence terms of `bounds.sentence_terms` ({name: [N, ...]}).
+  per-sentence terms of `bounds.sentence_terms` ({name: [N, ...]}). With `iw_sweep` (K values)
+  the importance-weighted bounds are also reported at each K ("iw_sweep", `bounds.k_sweep`), all
+  from the draws of the largest K.
   """
   n = len(split.ids)
   if n == 0:
     raise ValueError("the evaluation split is empty")
   obj_cfg = run.obj_cfg
   scoring = objectives.common.scoring(obj_cfg)
-  iw_samples = iw_samples or num_z_samples
+  iw_samples = max((iw_samples or num_z_samples, *iw_sweep))
+  sweep = tuple(sorted({k for k in iw_sweep if k < iw_samples}))
   pipe = pipeline_lib.evaluation_pipeline(split.ids, batch_size, seed=seed)
   num_words = np.asarray([len(ids) - 2 for ids in split.ids])
   max_len = max_decode_len or int(num_words.max()) + 5
@@ -195,7 +199,7 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
                                             proposal_std=posthoc.proposal_std)
     out = jax.device_get(bounds.sentence_terms(run.params, batch, jax.random.fold_in(key, i),
                                                obj_cfg, num_z_samples, iw_samples,
-                                               iw_chunk=iw_chunk, **extra))
+                                               iw_chunk=iw_chunk, iw_sweep=sweep, **extra))
     rows = batch["valid"] > 0
     index = batch["index"][rows]
     for name, value in out.items():
@@ -210,6 +214,8 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
   references = [" ".join(run.vocab.decode(ids)) for ids in split.ids]
   true_nll = None if split.log_probs is None else -np.asarray(split.log_probs, np.float64)
   report: dict[str, Any] = bounds.nll_bounds(terms, num_words, scoring, true_nll=true_nll)
+  if iw_sweep and not scoring.latent_free:
+    report["iw_sweep"] = bounds.k_sweep(terms, sweep, iw_samples, true_nll)
   bleu, signature = reconstruction.bleu1(hypotheses, references)
   report.update({"scoring": describe_scoring(scoring), "bleu1": bleu,
                  "bleu_signature": signature, "step": run.step,
@@ -324,6 +330,7 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
                  "own NLL.")
     if "posthoc_iw_nll" in report:
       lines.append(posthoc_note)
+  lines += k_sweep_lines(report.get("iw_sweep"))
   lines += [
       f"average Hoyer (seed 004 §4.1.3, one sampled z per sentence): "
       f"{report['average_hoyer']:.4f}; of the mean codes: {report['average_hoyer_mean_code']:.4f}",
@@ -354,6 +361,28 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   if "prior_samples" in report:
     lines += ["", "prior samples:"] + [f"  {text}" for text in report["prior_samples"]]
   return "\n".join(lines)
+
+
+def k_sweep_lines(rows: list[dict[str, Any]] | None) -> list[str]:
+  """The K sweep as a text table: each importance-weighted bound at each K (nats per sentence,
+  +eos), its step from the previous K ± the step's standard error, and the gap to the truth where
+  the corpus has one."""
+  if not rows:
+    return []
+  bounds_present = [b for b in ("iw", "posthoc_iw") if f"{b}_nll" in rows[0]]
+  lines = ["K sweep of the importance-weighted bounds (nats/sentence, +eos; step: the change from "
+           "the previous K ± its standard error):"]
+  for row in rows:
+    parts = []
+    for b in bounds_present:
+      text = f"{b} {row[f'{b}_nll']:.3f}"
+      if f"{b}_step" in row:
+        text += f" (step {row[f'{b}_step']:+.3f} ± {row[f'{b}_step_stderr']:.3f})"
+      if f"{b}_gap" in row:
+        text += f" [− H {row[f'{b}_gap']:+.3f} ± {row[f'{b}_gap_stderr']:.3f}]"
+      parts.append(text)
+    lines.append(f"  K = {row['K']:>5}: " + "; ".join(parts))
+  return lines
 
 
 def prior_samples_line(report: dict[str, Any]) -> str:

@@ -67,6 +67,7 @@ class Options:
   classify_max_sentences: int = 5000
   data_root: str | None = None      # parent of yahoo/, yahoo_topic/, dbpedia/ (default: resolved)
   progress: bool = True
+  iw_sweep: tuple[int, ...] = ()    # K values of a sweep of the importance-weighted bounds
 
 
 @dataclasses.dataclass
@@ -137,9 +138,13 @@ def section_bounds(ctx: Context) -> dict[str, Any]:
       ctx.run, ctx.split, num_z_samples=o.num_z_samples, iw_samples=o.iw_samples, seed=o.seed,
       batch_size=o.batch_size, max_decode_len=o.max_decode_len,
       probe_split=ctx.corpus.splits.get("train"), progress=o.progress, posthoc=prior,
-      return_terms=True)
+      return_terms=True, iw_sweep=o.iw_sweep)
   ctx.terms = terms
   report.update(fit_info)
+  if report.get("iw_sweep"):
+    path = figures.plot_k_sweep(report["iw_sweep"], ctx.figure_path("k_sweep"),
+                                true_entropy=report.get("true_nll"))
+    report["iw_sweep_figure"] = os.path.basename(path)
   return report
 
 
@@ -591,6 +596,13 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
               f"- average Hoyer: {_fmt(b['average_hoyer'], 4)} (sampled z), "
               f"{_fmt(b['average_hoyer_mean_code'], 4)} (mean code)",
               f"- {runner.prior_samples_line(b)}"]
+    if b.get("iw_sweep"):
+      lines += ["", "K sweep of the importance-weighted bounds (nats per sentence with `<eos>`; "
+                "step: the change from the previous K, ± its paired standard error: converged "
+                "once it is within it):", ""]
+      lines += [f"    {line}" for line in runner.k_sweep_lines(b["iw_sweep"])[1:]]
+      if b.get("iw_sweep_figure"):
+        lines += ["", f"![K sweep]({b['iw_sweep_figure']})", ""]
     if "probe_accuracy" in b:
       lines.append(f"- linear probe of the label: accuracy {_fmt(b['probe_accuracy'])} "
                    f"(majority {_fmt(b['probe_majority_rate'])})")
