@@ -138,3 +138,12 @@ def test_hsvae_terms_add_up():
   np.testing.assert_allclose(value, m["rec"] + 2.0 * m["kl_z"] + 3.0 * m["kl_gamma"], rtol=1e-5)
   np.testing.assert_allclose(m["criterion"], m["rec"] + m["kl_z"] + m["kl_gamma"], rtol=1e-5)
   assert 0.0 < float(m["gamma_mean"]) < 1.0 and float(m["kl_gamma"]) >= 0.0
+
+
+def test_an_ae_reports_nothing_of_the_sigma_head_it_never_trains():
+  """Its KL, mean σ and floor fraction would describe an untrained head (issue: "kl 29.954 |
+  σ 1" in an AE's training log): the AE's metrics are the loss and the reconstruction only."""
+  cfg = _model()
+  (value, metrics), _ = _grads("ae", cfg, _params(cfg))
+  assert set(metrics) == {"loss", "criterion", "rec", "rec_per_token"}
+  np.testing.assert_allclose(metrics["loss"], metrics["rec"], rtol=1e-6)

@@ -232,9 +232,10 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
       "average_hoyer": information.average_hoyer(terms["z_sample"]),
       "average_hoyer_mean_code": information.average_hoyer(terms["code"]),
       "latent_dim": run.model_cfg.latent_dim,
-      "post_std": float(np.mean(terms["post_std"])),
-      "frac_at_floor": float(np.mean(terms["frac_at_floor"])),
   })
+  if not scoring.deterministic_z:  # an AE never trains its σ head: no σ, no floor to report
+    report.update(post_std=float(np.mean(terms["post_std"])),
+                  frac_at_floor=float(np.mean(terms["frac_at_floor"])))
   report.update(prior_sample_report(run, seed=seed, max_len=max_len, posthoc=posthoc))
   if probe_split is not None and probe_split.labels is not None and split.labels is not None:
     report.update(label_probe(run, probe_split, split, terms["code"], progress=progress))
@@ -334,9 +335,9 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   lines += [
       f"average Hoyer (seed 004 §4.1.3, one sampled z per sentence): "
       f"{report['average_hoyer']:.4f}; of the mean codes: {report['average_hoyer_mean_code']:.4f}",
-      f"active units: {report['active_units']}/{report['latent_dim']}; mean posterior σ "
-      f"{report['post_std']:.4g}; dimensions with the raw log-variance at the floor "
-      f"{100 * report['frac_at_floor']:.1f}%",
+      f"active units: {report['active_units']}/{report['latent_dim']}"
+      + (f"; mean posterior σ {report['post_std']:.4g}; dimensions with the raw log-variance at "
+         f"the floor {100 * report['frac_at_floor']:.1f}%" if "post_std" in report else ""),
       f"BLEU-1 of greedy reconstructions from the posterior mean: {report['bleu1']:.4f}",
       f"  sacrebleu {report['bleu_signature']}",
   ]

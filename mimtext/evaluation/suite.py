@@ -196,8 +196,6 @@ def section_info(ctx: Context) -> dict[str, Any]:
   if family.gaussian_posterior:
     z = np.asarray(draw.z[0])
     out["mutual_information"] = information.mutual_information(post.mean, post.log_var, z)
-    out["mutual_information_exclude_self"] = information.mutual_information(
-        post.mean, post.log_var, z, exclude_self=True)
     out["mi_ceiling_log_n"] = math.log(len(z))
   else:
     out["mi_skipped"] = (f"the estimator needs a Gaussian q(z|x); the {family.name} family's is a "
@@ -492,8 +490,7 @@ def one_line_summary(name: str, section: dict[str, Any]) -> str:
   if "failed" in section:
     return f"FAILED: {section['failed']}"
   if name == "info":
-    mi = (f"MI {section['mutual_information']:.3f} nats (j ≠ i: "
-          f"{section['mutual_information_exclude_self']:.3f}; ceiling log N "
+    mi = (f"MI {section['mutual_information']:.3f} nats (ceiling log N "
           f"{section['mi_ceiling_log_n']:.2f})" if "mutual_information" in section
           else f"MI skipped ({section['mi_skipped']})")
     kl = (f"KL {section['kl_total']:.3f} nats ({section['kl_estimate']})" if "kl_total" in section
@@ -591,8 +588,9 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
       lines += ["", f"Post-hoc prior FAILED: {b['posthoc_failed']}"]
     lines += ["", f"- reconstruction −E log p(x|z): {_fmt(b['rec'])} nats/sentence",
               f"- BLEU-1 (greedy from the posterior mean): {_fmt(b['bleu1'], 4)}",
-              f"- active units {b['active_units']}/{b['latent_dim']}; mean posterior σ "
-              f"{_fmt(b['post_std'], 4)}; at the log-variance floor {100 * b['frac_at_floor']:.1f}%",
+              f"- active units {b['active_units']}/{b['latent_dim']}"
+              + (f"; mean posterior σ {_fmt(b['post_std'], 4)}; at the log-variance floor "
+                 f"{100 * b['frac_at_floor']:.1f}%" if "post_std" in b else ""),
               f"- average Hoyer: {_fmt(b['average_hoyer'], 4)} (sampled z), "
               f"{_fmt(b['average_hoyer_mean_code'], 4)} (mean code)",
               f"- {runner.prior_samples_line(b)}"]
