@@ -252,3 +252,9 @@ def test_the_builtin_entropy_quoted_in_metrics_md():
   estimate = grammar.entropy_per_sentence(test.log_probs)
   assert (f"{estimate.nats:.1f}", f"{estimate.stderr:.1f}") == quoted.groups()
   assert f"log N = {math.log(len(test.log_probs)):.1f} nats" in text
+
+
+def test_the_post_hoc_bound_is_described_in_the_same_words_in_reports_and_docs():
+  from mimtext.evaluation import runner  # pylint: disable=g-import-not-at-top
+  text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+  assert runner.POSTHOC_BOUND_MEANING in " ".join(text.split())

@@ -574,7 +574,8 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
         p = b["posthoc_prior"]
         lines.append(f"Post-hoc prior: a {p['num_components']}-component Gaussian mixture fitted "
                      f"to {p['num_codes']} draws z ~ q(z|x) of the {p['fitted_on']} split (held-out "
-                     f"log-likelihood per K: {p['scores']}); proposal {p['proposal']}.")
+                     f"log-likelihood per K: {p['scores']}); proposal {p['proposal']}; "
+                     f"{runner.POSTHOC_BOUND_MEANING}.")
     if b["scoring"].get("latent_free"):
       lines += ["", f"{b['bounds_skipped']}.", "",
                 f"- BLEU-1 of its greedy decode (the same for every input): {_fmt(b['bleu1'], 4)}",
