@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import pathlib
 import sys
 
@@ -238,8 +239,11 @@ def test_log_likelihood_bounds_per_corpus_and_per_sentence(model, sentences):
   for key in ("N", "rec", "kl", "elbo_nll", "iw_nll", "melbo_nll", "iw_ppl", "elbo_ppl_no_eos"):
     assert key in out, key
   assert out["N"] == 24 and "bounds_skipped" not in out
-  for key in ("reconstruction", "elbo", "iw"):
+  for key in ("reconstruction", "elbo", "iw", "posthoc_iw"):
     assert out[key].shape == (24,) and np.all(np.isfinite(out[key])), key
+  np.testing.assert_allclose(np.mean(out["posthoc_iw"]), out["posthoc_iw_nll"], rtol=1e-6)
+  valid = {b: out[f"{b}_nll"] for b in ("elbo", "iw", "posthoc_iw")}
+  assert out["bound"] == min(valid, key=valid.get) and out["nll_bound"] == min(valid.values())
   np.testing.assert_allclose(np.mean(out["elbo"]), out["elbo_nll"], rtol=1e-6)
   np.testing.assert_allclose(np.mean(out["iw"]), out["iw_nll"], rtol=1e-6)
   assert np.all(out["elbo"] >= out["reconstruction"] - 1e-6)  # KL ≥ 0
@@ -253,13 +257,21 @@ def test_log_likelihood_bounds_per_corpus_and_per_sentence(model, sentences):
     model.log_likelihood_bounds([])
 
 
-def test_ae_bounds_say_there_is_no_bound(model, sentences):
+def test_ae_bounds_say_there_is_no_bound_of_its_own_and_give_the_posthoc_one(model, sentences,
+                                                                             tmp_path):
   ae = _variant(model, **{"objective.name": "ae"})
-  out = ae.log_likelihood_bounds(sentences[:10], batch_size=16)
+  out = ae.log_likelihood_bounds(sentences[:10], batch_size=16, posthoc=False)
   assert "bounds_skipped" in out and "AE" in out["bounds_skipped"]
-  assert "elbo" not in out and "iw" not in out and "iw_nll" not in out
+  assert "elbo" not in out and "iw" not in out and "iw_nll" not in out and "bound" not in out
   assert out["reconstruction"].shape == (10,)
   np.testing.assert_allclose(np.mean(out["reconstruction"]), out["rec"], rtol=1e-6)
+  # Its post-hoc prior is its own (fitted in a copy of the run directory, not the sMIM's file).
+  shutil.copytree(model.run.workdir, tmp_path / "ae", ignore=shutil.ignore_patterns(
+      "posthoc_prior.json"))
+  ae = api.SentenceModel(dataclasses.replace(ae.run, workdir=str(tmp_path / "ae")))
+  out = ae.log_likelihood_bounds(sentences[:10], batch_size=16)
+  assert out["bound"] == "posthoc_iw" and out["posthoc_iw"].shape == (10,)
+  assert np.all(np.isfinite(out["posthoc_iw"])) and out["nll_bound"] == out["posthoc_iw_nll"]
 
 
 # ----------------------------------------------------------------------------- launch.encode
