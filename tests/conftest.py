@@ -17,31 +17,11 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# Module-scoped fixtures that train a run (seconds to minutes each). pytest-xdist builds a
-# module-scoped fixture once on every worker that runs one of its tests, so the quickstart's AE twin
-# trained twice under `-n 2`; with `--dist=loadgroup` (setup.cfg) the tests of one fixture
-# instance share a worker and the run is trained once.
-_TRAINED_RUN_FIXTURES = ("quickstart_report", "quickstart_run", "workdir", "four_steps",
-                         "uninterrupted", "tiny_run", "one_device_run", "hsvae_suite")
-
-
-def xdist_group_of(item) -> str | None:
-  """The xdist group of a test that uses a trained-run fixture: module, fixture, its parameter."""
-  for name in _TRAINED_RUN_FIXTURES:
-    if name in getattr(item, "fixturenames", ()):
-      param = getattr(item, "callspec", None)
-      param = param.params.get(name, "") if param is not None else ""
-      # No "]" in the name: xdist reads "...]@group]" as a test parameter, not a group.
-      return f"{item.module.__name__}:{name}:{param}"
-  return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into groups
-def pytest_collection_modifyitems(items):
-  for item in items:
-    group = xdist_group_of(item)
-    if group is not None:
-      item.add_marker(pytest.mark.xdist_group(group))
+# Module-scoped fixtures that train a run (seconds to minutes each) are built once per worker that
+# runs one of their tests: `--dist=loadscope` (setup.cfg) sends every test of a module to one
+# worker, so each is built once. (`--dist=loadgroup` with xdist_group marks did not group anything
+# under pytest 9: pytest-xdist 3.8 renames items through `Item._nodeid`, which pytest 9 no longer
+# reads, so the quickstart's two trainings ran twice each.)
 
 
 def _shared_data_dir() -> pathlib.Path:
