@@ -397,7 +397,8 @@ def mmd(x: Array, y: Array, *, kernel: Kernel = "imq",
 
   Why per coordinate: one kernel on the whole vector, C / (C + ‖x − y‖²) with C = 2 d · scale, sees
   the d coordinates only through one distance and is 40 to 1000 times smaller at d = 32 to 768 for a
-  Gaussian posterior against a spike-and-slab prior (tests/test_matvae_mmd_and_l1_l2.py), so λ MMD would barely act.
+  Gaussian posterior against a spike-and-slab prior (tests/test_matvae_mmd_and_l1_l2.py), so λ MMD
+  would barely act.
 
   Args:
     x: ``[n, d]``, n ≥ 2 (e.g. posterior samples, the aggregate posterior q(z)).
