@@ -287,6 +287,40 @@ def test_evaluation_exits_non_zero_on_non_finite_results(four_steps, tmp_path, m
   assert "non-finite evaluation results (elbo_nll)" in capsys.readouterr().err
 
 
+_INFO = {"mi_skipped": "-", "kl_skipped": "-", "active_units": 2, "latent_dim": 4,
+         "kraskov_entropy": 1.0, "standard_normal_entropy": 5.7}
+
+
+def test_evaluation_finishes_its_sections_and_names_what_failed(four_steps, tmp_path,
+                                                                monkeypatch, capsys):
+  """A diverged checkpoint whose codes are not finite: the post-hoc fit fails, every other
+  section is still written, and the command ends with one error line per failure, exit 1."""
+  from launch import evaluate as evaluate_launch
+  workdir = _copy(four_steps, tmp_path)
+  failed_fit = ("the post-hoc prior could not be fitted to the codes of step 4: codes contain "
+                "NaN or infinite values")
+  monkeypatch.setattr(evaluate_launch.suite_lib, "run_suite", lambda *a, **k: {
+      "bounds": {"elbo_nll": 3.0, "bleu1": 0.5, "posthoc_failed": failed_fit},
+      "info": _INFO, "timings": {"bounds": 0.0, "info": 0.0}})
+  flags = evaluate_launch.flags.FLAGS
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  flags(["evaluate", f"--workdir={workdir}", "--split=valid", "--step=latest", "--noplot",
+         "--suite=bounds,info"])
+  try:
+    with pytest.raises(SystemExit) as info:
+      evaluate_launch.main(["evaluate"])
+  finally:
+    flags.unparse_flags()
+    absl_logger.setLevel(level)
+  assert info.value.code == 1
+  captured = capsys.readouterr()
+  assert captured.err.strip().splitlines()[-1] == f"error: {failed_fit}"
+  assert "info: " in captured.out  # the other section was reported
+  report = json.loads((pathlib.Path(workdir) / "eval_valid.json").read_text())
+  assert report["posthoc_failed"] == failed_fit and report["info"] == _INFO
+
+
 # ------------------------------------------------------------------------------------------- 5
 
 
