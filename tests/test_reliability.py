@@ -270,21 +270,26 @@ def test_evaluation_exits_non_zero_on_non_finite_results(four_steps, tmp_path, m
   workdir = _copy(four_steps, tmp_path)
   monkeypatch.setattr(evaluate_launch.suite_lib, "run_suite", lambda *a, **k: {
       "bounds": {"elbo_nll": float("nan"), "bleu1": 0.5}, "timings": {"bounds": 0.0}})
+  assert _evaluate_main(evaluate_launch, workdir, "--suite=bounds") == 1
+  assert "non-finite evaluation results (elbo_nll)" in capsys.readouterr().err
+
+
+def _evaluate_main(evaluate_launch, workdir, *args) -> int:
+  """Runs launch.evaluate's main in process on `workdir` (valid split, latest step); its exit
+  status."""
   flags = evaluate_launch.flags.FLAGS
   # Parsing and unparsing absl's flags sets the "absl" logger's level (its --verbosity flag), and
   # other tests on this worker read INFO records: give the logger back its level.
   absl_logger = logging.getLogger("absl")
   level = absl_logger.level
-  flags(["evaluate", f"--workdir={workdir}", "--split=valid", "--step=latest", "--noplot",
-         "--suite=bounds"])
+  flags(["evaluate", f"--workdir={workdir}", "--split=valid", "--step=latest", "--noplot", *args])
   try:
     with pytest.raises(SystemExit) as info:
       evaluate_launch.main(["evaluate"])
   finally:
     flags.unparse_flags()
     absl_logger.setLevel(level)
-  assert info.value.code == 1
-  assert "non-finite evaluation results (elbo_nll)" in capsys.readouterr().err
+  return info.value.code
 
 
 _INFO = {"mi_skipped": "-", "kl_skipped": "-", "active_units": 2, "latent_dim": 4,
@@ -302,18 +307,7 @@ def test_evaluation_finishes_its_sections_and_names_what_failed(four_steps, tmp_
   monkeypatch.setattr(evaluate_launch.suite_lib, "run_suite", lambda *a, **k: {
       "bounds": {"elbo_nll": 3.0, "bleu1": 0.5, "posthoc_failed": failed_fit},
       "info": _INFO, "timings": {"bounds": 0.0, "info": 0.0}})
-  flags = evaluate_launch.flags.FLAGS
-  absl_logger = logging.getLogger("absl")
-  level = absl_logger.level
-  flags(["evaluate", f"--workdir={workdir}", "--split=valid", "--step=latest", "--noplot",
-         "--suite=bounds,info"])
-  try:
-    with pytest.raises(SystemExit) as info:
-      evaluate_launch.main(["evaluate"])
-  finally:
-    flags.unparse_flags()
-    absl_logger.setLevel(level)
-  assert info.value.code == 1
+  assert _evaluate_main(evaluate_launch, workdir, "--suite=bounds,info") == 1
   captured = capsys.readouterr()
   assert captured.err.strip().splitlines()[-1] == f"error: {failed_fit}"
   assert "info: " in captured.out  # the other section was reported
