@@ -305,3 +305,14 @@ def test_reproduce_end_to_end_killed_and_resumed(tmp_path):
   third = subprocess.run(_reproduce_cmd(tmp_path), cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=subprocess_timeout(60))
   assert third.returncode == 0 and third.stdout.count("done; collected") == 2, third.stdout
+
+
+def test_new_runs_start_with_every_rows_first_seed_and_the_rows_that_must_converge(tmp_path):
+  table = tables.get_table("seed000_table2")
+  specs = runs.run_specs(table, str(tmp_path))
+  absent = runs.Status("absent")
+  ordered = sorted(specs, key=lambda s: execute.queue_rank(s, absent))
+  assert [s.name for s in ordered[:3]] == ["smim_128/seed0", "svae_128/seed0", "lm/seed0"]
+  assert [s.seed for s in ordered[:11]] == [0] * 11  # one run of every row first
+  resumed = runs.Status("training", step=500)
+  assert execute.queue_rank(specs[-1], resumed) < execute.queue_rank(specs[0], absent)

@@ -59,6 +59,16 @@ def _child_setup(nice: int) -> Callable[[], None]:
   return setup
 
 
+def queue_rank(spec: runs_lib.RunSpec, st: runs_lib.Status) -> tuple:
+  """The order runs start in: those that got furthest first (evaluations, then resumptions, the
+  most steps first), then new runs: every row's first seed before any second seed, rows that must
+  reach their stopping rule (`Row.must_converge`) first, then the table's order."""
+  state = {"trained": 0, "training": 1, "absent": 2}[st.state]
+  rows = [row.name for row in spec.table.rows]
+  return (state, -st.step, spec.row.seeds.index(spec.seed), not spec.row.must_converge,
+          rows.index(spec.row.name))
+
+
 @dataclasses.dataclass
 class Job:
   spec: runs_lib.RunSpec
@@ -139,10 +149,7 @@ class Runner:
         self.log(f"{spec.name}: done; collected")
       else:
         queue.append((spec, st))
-    # Runs that got furthest go first: evaluations, then resumptions, then new runs.
-    order = {"trained": 0, "training": 1, "absent": 2}
-    queue = [spec for spec, st in sorted(queue, key=lambda item: (order[item[1].state],
-                                                                   -item[1].step))]
+    queue = [spec for spec, st in sorted(queue, key=lambda item: queue_rank(*item))]
     self.collect()
     previous_handlers = {s: signal.signal(s, self._on_signal)
                          for s in (signal.SIGTERM, signal.SIGINT)}
