@@ -104,15 +104,18 @@ class Runner:
     return st.state == "absent" and (spec.row.name, spec.seed) in self.in_json
 
   def plan_lines(self) -> list[str]:
-    """The dry run: every run, its state, and the training time left at most."""
+    """The dry run: every run, its state, and the training time left at most, in the order the
+    runs would start (`queue_rank`; done runs first)."""
     measured = runs_lib.measured_rates(self.specs)
     lines = [f"table {self.table.name}: {self.table.title}",
              f"runs directory {self.o.runs_dir}; {self.o.parallel} at a time, "
-             f"{self.o.threads()} thread(s) each"]
+             f"{self.o.threads()} thread(s) each; in the order they start:"]
     total = 0.0
     unknown = False
-    for spec in self.specs:
-      st = self.state(spec)
+    states = {spec.name: self.state(spec) for spec in self.specs}
+    done = lambda spec: self.committed(spec, states[spec.name]) or states[spec.name].state == "done"
+    for spec in sorted(self.specs, key=lambda s: (not done(s), queue_rank(s, states[s.name]))):
+      st = states[spec.name]
       if self.committed(spec, st) or st.state == "done":
         where = "the committed JSON" if self.committed(spec, st) else "the runs directory"
         lines.append(f"  {spec.name:<28} done ({where})")
