@@ -284,14 +284,14 @@ seed000_table2 uses K = 100 and prints its own sweep (1, 10, 30, 100) for every 
 # its final validation criterion and test BLEU-1 lie within the float32 seed-to-seed spread.
 PRECISION_AB = Table(
     name="precision_ab",
-    title="float32 against bfloat16 matmuls on Penn Treebank (sMIM 128, 2 epochs, 2 seeds)",
+    title="float32 against bfloat16 matmuls on Penn Treebank (sMIM 128, 2 epochs)",
     source="not a paper table: the A/B that the seed 000 reproduction requires before bfloat16",
     rows=(
         Row("ab_smim_128_f32", "sMIM (128), float32", "launch/configs/ptb_smim_128.flags",
             overrides=("--config.max_epochs=2",), seeds=(0, 1)),
         Row("ab_smim_128_bf16", "sMIM (128), bfloat16", "launch/configs/ptb_smim_128.flags",
             overrides=("--config.max_epochs=2", "--config.model.matmul_dtype=bfloat16"),
-            seeds=(0, 1)),
+            seeds=(0,)),
     ),
     columns=(
         Column("valid_criterion", "final validation criterion", "train.valid_criterion",
@@ -312,9 +312,11 @@ PRECISION_AB = Table(
                   "reject": "bfloat16 not accepted: at least one number lies outside the float32 "
                             "seed-to-seed spread; the PTB reproductions train in float32."},
     notes="""\
-Both precisions train the same config from the same seeds for the same 2 epochs. bfloat16 rounds
-only the operands of the RNN and output-layer matmuls (accumulation, gates, softmax and parameters
-stay float32). The verdict compares the bfloat16 runs with the spread between the float32 seeds.
+Both precisions train the same config from seed 0 for the same 2 epochs, float32 also from seed 1
+for the seed-to-seed spread. bfloat16 rounds only the operands of the RNN and output-layer matmuls
+(accumulation, gates, softmax and parameters stay float32). The runs shared the 2 cores with other
+trainings and test runs (and were paused 5 minutes for a benchmark), so their wall times and
+tokens per second are not speed measurements: benchmarks/README.md has those.
 """)
 
 # The smallest table: two rows on the built-in corpus for a few steps. The test of
