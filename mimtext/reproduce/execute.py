@@ -72,7 +72,7 @@ def queue_rank(spec: runs_lib.RunSpec, st: runs_lib.Status) -> tuple:
 @dataclasses.dataclass
 class Job:
   spec: runs_lib.RunSpec
-  phase: str  # "train" or "evaluate"
+  phase: str  # "train", or "evaluate:NAME" for the evaluation NAME (`RunSpec.evaluations`)
   process: subprocess.Popen
   record: dict
   started: float
