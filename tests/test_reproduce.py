@@ -316,3 +316,20 @@ def test_new_runs_start_with_every_rows_first_seed_and_the_rows_that_must_conver
   assert [s.seed for s in ordered[:11]] == [0] * 11  # one run of every row first
   resumed = runs.Status("training", step=500)
   assert execute.queue_rank(specs[-1], resumed) < execute.queue_rank(specs[0], absent)
+
+
+def test_truth_gaps_sort_estimates_into_bounds_and_not_bounds():
+  table = tables.get_table("builtin_truth")
+  run = {"seed": 0, "metrics": {"melbo_gap": -17.3, "posthoc500_gap": 20.6, "iw1_gap": -0.1},
+         "stderr": {"melbo_gap": 0.2, "posthoc500_gap": 0.3, "iw1_gap": 0.1},
+         "precision": "float32", "epochs": 27, "steps": 8451, "stop_reason": "early stopping",
+         "train_wall_seconds": 900.0, "train_invocations": 1, "eval_wall_seconds": 300.0,
+         "hardware": "cpu", "git_commit": "abc", "train_command": "python -m launch.train x",
+         "evaluate_commands": ["python -m launch.evaluate y"]}
+  data = results.table_json(table, {("builtin_smim_clamp", 0): run}, None)
+  lines = render.truth_gap_lines(data)
+  row = next(line for line in lines if line.startswith("| sMIM, hard clamp |"))
+  above, below = row.split(" | ")[1:3]
+  assert "post-hoc K=500 − H +20.60 ± 0.30" in above and "IW K=1 − H -0.10 ± 0.10" in above
+  assert "MELBO N=1000 − H -17.30 ± 0.20" in below
+  assert "## Which estimates stay above the truth" in render.render_table(data)

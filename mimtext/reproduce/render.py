@@ -113,6 +113,8 @@ def render_table(data: dict[str, Any]) -> str:
     conventions = sorted({c["convention"] for c in comparisons if c["convention"]})
     if conventions:
       lines += ["", "Paper conventions: " + "; ".join(conventions) + "."]
+  if data.get("truth_gaps"):
+    lines += ["", "## Which estimates stay above the truth", ""] + truth_gap_lines(data)
   verdict = data.get("spread_check")
   if verdict:
     lines += ["", "## Verdict", "", verdict_text(data, verdict)]
@@ -172,6 +174,31 @@ def generated_lines(modes: dict[str, Any]) -> list[str]:
     lines += [f"{x['prefix']} ||| {x['true_ending']} ||| {x['imputed_ending']}"
               for x in block["examples"]]
     lines.append("```")
+  return lines
+
+
+def truth_gap_lines(data: dict[str, Any]) -> list[str]:
+  """Per row, the gap columns (`truth_gaps`: estimate − truth, paired) sorted into those at or
+  above the truth within 2 standard errors (consistent with a valid bound) and those below it by
+  more (not bounds), each with its number."""
+  columns = {c["key"]: c for c in data["columns"]}
+  lines = ["An estimate below the truth by more than 2 standard errors is no upper bound on this "
+           "model's −log p(x); one at or above it is consistent with being one (a valid bound can "
+           "never be below it in expectation).", "",
+           "| row | at or above the truth (gap ± s.e.) | below the truth: not bounds (gap ± s.e.) |",
+           "|---|---|---|"]
+  for row in data["rows"]:
+    if len(row["runs"]) != 1:
+      continue
+    run = row["runs"][0]
+    above, below = [], []
+    for key in data["truth_gaps"]:
+      gap, se = run["metrics"].get(key), run.get("stderr", {}).get(key)
+      if gap is None or se is None:
+        continue
+      text = f"{columns[key]['label']} {gap:+.2f} ± {se:.2f}"
+      (below if gap < -2 * se else above).append(text)
+    lines.append(f"| {row['label']} | {'; '.join(above) or '—'} | {'; '.join(below) or '—'} |")
   return lines
 
 

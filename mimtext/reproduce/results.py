@@ -193,6 +193,7 @@ def table_json(table: tables_lib.Table, finished: dict[tuple[str, int], dict[str
   return {
       "table": table.name, "title": table.title, "source": table.source, "notes": table.notes,
       "evaluate_flags": list(table.evaluate),
+      "truth_gaps": list(table.truth_gaps),
       "spread_check": (None if table.spread_check is None else
                        {k: list(v) if isinstance(v, tuple) else v
                         for k, v in table.spread_check.items()}),

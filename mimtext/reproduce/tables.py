@@ -86,8 +86,15 @@ class Table:
   generate: text to generate for every run, {name: `launch.generate` flags}, written to NAME.json
     (`--output_json`) and rendered as text blocks (reconstructions, samples, interpolations);
   notes: markdown paragraphs rendered under the table (what differs from the paper and why);
-  seconds_per_epoch: measured reference speeds for the dry run's estimate before a row has
-    logged its own rate, {matmul dtype: (seconds, how it was measured)}.
+  steps_per_epoch, seconds_per_step: for the dry run's estimate before a row has logged its own
+    rate: training steps per epoch, and measured seconds per step {matmul dtype: (seconds, how
+    it was measured)};
+  spread_check: {"candidate": row, "reference": row, "columns": (keys), "accept": text,
+    "reject": text}: the rendered verdict whether each candidate run differs from the reference
+    run of its seed by no more than the reference's seed-to-seed spread (`render.verdict_text`);
+  truth_gaps: keys of columns that are an estimate minus a known truth, with a standard error:
+    the rendered document says, per row, which stay at or above 0 within 2 standard errors
+    (consistent with a valid bound) and which fall below it (`render.truth_gap_lines`).
   """
   name: str
   title: str
@@ -102,6 +109,7 @@ class Table:
   steps_per_epoch: int = 0
   seconds_per_step: Mapping[str, tuple[float, str]] = dataclasses.field(default_factory=dict)
   spread_check: Mapping[str, object] | None = None
+  truth_gaps: tuple[str, ...] = ()
 
   def row(self, name: str) -> Row:
     for row in self.rows:
@@ -412,6 +420,8 @@ BUILTIN_TRUTH = Table(
         Column("probe", "topic probe", "probe_accuracy", digits=3,
                doc="accuracy of a linear probe of the latent topic on the codes"),
     ),
+    truth_gaps=("elbo_gap", "iw1_gap", "iw10_gap", "iw100_gap", "iw500_gap", "posthoc1_gap",
+                "posthoc10_gap", "posthoc100_gap", "posthoc500_gap", "melbo_gap", "exact_gap"),
     # One pass of K = 500 draws gives every K of the sweep (`launch.evaluate --iw_sweep`).
     evaluate=("--suite=bounds,melbo", "--iw_samples=500", "--iw_sweep=1,10,100",
               "--num_z_samples=10", "--noplot"),
