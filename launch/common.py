@@ -63,7 +63,21 @@ def run(main: Callable[[Sequence[str]], None],
       exit_with_error(str(e).strip("'\""), usage=False)
 
   check_flagfiles(sys.argv)
+  threading.excepthook = quiet_shutdown_races
   app.run(guarded)
+
+
+def quiet_shutdown_races(args: threading.ExceptHookArgs,
+                         default: Callable = threading.__excepthook__) -> None:
+  """The thread exception hook of the launch scripts: orbax's background threads (cleanup of
+  temporary checkpoint paths) that still run when a refused or finished command closes their
+  executor fail with "cannot schedule new futures after shutdown"; that traceback says nothing
+  about the run (the command's own result or one-line error does), so it is dropped. Every other
+  thread exception is printed as usual."""
+  if (isinstance(args.exc_value, RuntimeError)
+      and "cannot schedule new futures after shutdown" in str(args.exc_value)):
+    return
+  default(args)
 
 
 def _display_path(path: str) -> str:

@@ -372,3 +372,17 @@ def test_a_signal_after_the_work_is_saved_exits_cleanly_with_a_message():
   assert proc.returncode == 0, proc.stderr
   assert proc.stderr.strip() == ("SIGTERM received: training had finished and saved in W; "
                                  "exiting")
+
+
+def test_orbax_shutdown_races_are_not_printed_other_thread_errors_are():
+  import threading  # pylint: disable=g-import-not-at-top
+  printed = []
+
+  def hook_args(error):
+    return threading.ExceptHookArgs((type(error), error, None, None))
+
+  common.quiet_shutdown_races(hook_args(RuntimeError("cannot schedule new futures after "
+                                                     "shutdown")), default=printed.append)
+  assert not printed
+  common.quiet_shutdown_races(hook_args(ValueError("a real bug")), default=printed.append)
+  assert len(printed) == 1
