@@ -24,6 +24,8 @@ from mimtext import host_allocator
 from mimtext.data import text_files
 
 HINT = "Pass --helpshort or --helpfull to see help on flags."
+# Set by `run`: this process is a launch command, which `exit_with_error` may end at once.
+_AS_COMMAND = False
 # Where a flagfile that is not found is also looked for (a suggestion only): the repository's own.
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # absl's text for a flagfile it cannot open: "ERROR:: Unable to open flagfile: [Errno 2] No such
@@ -45,7 +47,15 @@ def exit_with_error(message: str, *, usage: bool = True) -> None:
   # one line above already says what happened.
   sys.unraisablehook = lambda unraisable: None
   threading.excepthook = lambda args: None  # the same for library threads (orbax's signalling)
-  sys.exit(2 if usage else 1)
+  code = 2 if usage else 1
+  if _AS_COMMAND:
+    # As a command (`run`), end here: tensorstore's C++ threads still finishing the reads that
+    # failed print "Event loop is closed" tracebacks during interpreter shutdown, after the line
+    # that already says what happened. Everything of the run was written and closed before.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+  sys.exit(code)
 
 
 def run(main: Callable[[Sequence[str]], None],
@@ -62,6 +72,8 @@ def run(main: Callable[[Sequence[str]], None],
     except user_errors as e:
       exit_with_error(str(e).strip("'\""), usage=False)
 
+  global _AS_COMMAND
+  _AS_COMMAND = True
   check_flagfiles(sys.argv)
   threading.excepthook = quiet_shutdown_races
   app.run(guarded)

@@ -26,10 +26,14 @@ Small JSON files (`save_json`) are written by process 0 only, onto a shared work
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+import os
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -183,6 +187,26 @@ def _abstract_leaf(leaf: Any) -> jax.ShapeDtypeStruct:
 
 def _abstract_tree(template: PyTree) -> PyTree:
   return jax.tree.map(_abstract_leaf, template)
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+  """Within the block, file descriptor 2 (what C++ threads print too) goes to a temporary file;
+  yields a function that returns what was written there (read after the block)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  tmp = tempfile.TemporaryFile()
+  text: list[str] = []
+  os.dup2(tmp.fileno(), 2)
+  try:
+    yield lambda: "".join(text)
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    tmp.seek(0)
+    text.append(tmp.read().decode("utf-8", "replace"))
+    tmp.close()
 
 
 def _one_line(error: BaseException) -> str:
@@ -538,10 +562,17 @@ class Checkpointer:
         raise CheckpointError(f"checkpoint step {resolved} is incomplete: "
                               f"{self._step_path(resolved, name)} is missing")
     args.update({name: ocp.args.JsonRestore() for name in json_items})
-    try:
-      restored = dict(self._manager.restore(resolved, args=ocp.args.Composite(**args)).items())
-    except Exception as e:  # noqa: BLE001 — tensorstore / JSON decoding of damaged files.
-      raise self._unreadable(resolved, args, e) from None
+    error = None
+    with _stderr_captured() as captured:
+      try:
+        restored = dict(self._manager.restore(resolved, args=ocp.args.Composite(**args)).items())
+      except Exception as e:  # noqa: BLE001 — tensorstore / JSON decoding of damaged files.
+        error = self._unreadable(resolved, args, e)
+    if error is not None:
+      # What tensorstore's threads printed while the damaged reads failed ("Event loop is
+      # closed" tracebacks, one per aborted read) is dropped: the error says it in one line.
+      raise error from None
+    sys.stderr.write(captured())
     trees = {name: restored.get(name, template) for name, template in items.items()}
     self._verify(resolved, {n: restored[n] for n in items if n in restored},
                  restored.get("integrity"))
