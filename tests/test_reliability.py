@@ -692,8 +692,9 @@ def test_a_damaged_run_is_one_fatal_line_for_evaluate_and_train(four_steps, tmp_
       # "Event loop is closed" traceback for a failed read before the FATAL line (no longer
       # after it, and no longer one per read: they were 3 to 17). Only those may precede it.
       head = stderr[:stderr.find("FATAL:")]
-      assert all(not line.strip() or "Event loop is closed" in line or line.startswith(
-          ("Traceback", "  ", "I1", "W1", "E1", "RuntimeError")) for line in head.splitlines()), head
+      known = ("Traceback", "  ", "I1", "W1", "E1", "RuntimeError")
+      assert all(not line.strip() or "Event loop is closed" in line or line.startswith(known)
+                 for line in head.splitlines()), head
       stderr = stderr[stderr.find("FATAL:"):]
     lines = [line for line in stderr.splitlines() if line.strip() and
              not line.startswith(("I1", "W1", "E1"))]  # absl log lines of the trainer
