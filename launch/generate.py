@@ -17,7 +17,7 @@ imputation's beam), --ban_unk (never generate <unk>; default on for answers, off
 Modes:
   sample       decodes of z ~ N(0, s² I) (--prior=gaussian; s = --prior_std, by default 0.1 for
                sMIM, whose aggregate posterior is far narrower than N(0, I) (DESIGN §4), and 1
-               otherwise) or of z ~ the post-hoc Gaussian mixture fitted to the run's aggregate posterior
+               otherwise) or of z ~ the post-hoc prior (a Gaussian mixture or a flow) fitted to the run's aggregate posterior
                (--prior=posthoc; fitted once and saved as W/posthoc_prior.json), then the fraction
                of distinct samples.
   reconstruct  per sentence: the data (D), decodes of its posterior mean (M), of a posterior sample
@@ -42,7 +42,6 @@ Modes:
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import sys
 from typing import Iterator, Sequence
@@ -88,8 +87,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 # sample
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 10, "sample: sentences sampled from the prior.")
 _PRIOR = flags.DEFINE_string("prior", "gaussian",
-                             "sample: gaussian (N(0, s² I)) or posthoc (a Gaussian mixture fitted "
-                             "to the training codes, saved as WORKDIR/posthoc_prior.json).")
+                             "sample: gaussian (N(0, s² I)) or posthoc (a Gaussian mixture or a flow "
+                             "fitted to the training codes, saved as WORKDIR/posthoc_prior.json).")
 _PRIOR_STD = flags.DEFINE_float("prior_std", None,
                                 "sample: s of the gaussian prior (default 0.1 for sMIM, else 1).")
 # reconstruct
@@ -253,15 +252,13 @@ def run_sample(ctx: _Context) -> None:
   prior = None
   if _PRIOR.value == "posthoc":
     from mimtext.evaluation import posthoc  # pylint: disable=g-import-not-at-top
-    from mimtext.evaluation import posthoc_prior  # pylint: disable=g-import-not-at-top
     train = ctx.split("train")
     print(f"post-hoc prior: loading or fitting {run.workdir}/{posthoc.FILE_NAME} ...",
           file=sys.stderr, flush=True)
     gmm, info = posthoc.load_or_fit(run, train)
-    prior = functools.partial(posthoc_prior.sample, gmm)
-    header = (f"{num} samples from the post-hoc prior (a Gaussian mixture of "
-              f"{info['num_components']} component(s) fitted to {info['num_codes']} draws of the "
-              f"aggregate posterior on training sentences at step {info['step']}, {run.workdir}/{posthoc.FILE_NAME})")
+    prior = posthoc.prior_sampler(gmm)
+    header = (f"{num} samples from the post-hoc prior ({posthoc.describe_prior(info)}, on "
+              f"training sentences at step {info['step']}, {run.workdir}/{posthoc.FILE_NAME})")
     std = 1.0
   else:
     std = _PRIOR_STD.value or generation.default_prior_std(run.obj_cfg)

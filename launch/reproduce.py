@@ -12,7 +12,6 @@ to the next, and a killed invocation resumes where it stopped. Logic lives in `m
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags

@@ -51,7 +51,6 @@ from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import bounds
 from mimtext.evaluation import generation
 from mimtext.evaluation import posthoc
-from mimtext.evaluation import posthoc_prior
 from mimtext.evaluation import runner
 from mimtext.models import sentence_ae
 
@@ -228,7 +227,8 @@ class SentenceModel:
     self._obj_cfg = run.obj_cfg
     self._scoring = objectives.common.scoring(self._obj_cfg)
     self._family = objectives.latent_family(self._obj_cfg)
-    self._posthoc: tuple[posthoc_prior.GaussianMixture, dict[str, Any]] | None = None
+    self._posthoc: tuple[posthoc.Prior, dict[str, Any]] | None = None
+    self._proposal: tuple[Any, dict[str, Any]] | None = None
 
   # --------------------------------------------------------------------------- properties
 
@@ -390,14 +390,15 @@ class SentenceModel:
           out[row] = text
     return out  # type: ignore[return-value]
 
-  def posthoc_prior(self) -> tuple[posthoc_prior.GaussianMixture, dict[str, Any]]:
-    """The post-hoc prior (a Gaussian mixture fitted to the aggregate posterior of the training set) and its fit info.
+  def posthoc_prior(self) -> tuple[posthoc.Prior, dict[str, Any]]:
+    """The post-hoc prior (a Gaussian mixture or a flow fitted to the aggregate posterior of the
+    training set, `posthoc.fit`) and its fit info.
 
     Loaded from `WORKDIR/posthoc_prior.json` when it was fitted at this step, else fitted on the
     run's training split (which must be available: the built-in corpus or $MIMTEXT_DATA) and
     saved there (`posthoc.load_or_fit`). Cached on the model.
 
-    >>> gmm, info = model.posthoc_prior(); info["num_components"]
+    >>> prior, info = model.posthoc_prior(); info["prior_kind"]  # "mixture" or "flow"
     """
     if self._posthoc is None:
       self._posthoc = posthoc.load_or_fit(self._run, _LazyTrainSplit(self._run))
@@ -409,7 +410,7 @@ class SentenceModel:
     """n sentences decoded from prior draws of z (L joint draws each for an L-latent decoder).
 
     prior: "gaussian": z ~ N(0, std² I), std by default `generation.default_prior_std` (0.1 for
-      sMIM, 1 otherwise); "posthoc": z from the Gaussian mixture fitted to the training set's aggregate posterior
+      sMIM, 1 otherwise); "posthoc": z from the density fitted to the training set's aggregate posterior
       (`posthoc_prior`; the first call may fit it, reading the training split); "model": exact
       draws of the objective's own prior (`family.prior_sample`: N(0, I), or the spike-and-slab
       priors of HSVAE / MAT-VAE; not for an AE, which has none). `std` is for "gaussian" only.
@@ -431,7 +432,7 @@ class SentenceModel:
     sampler = None
     if prior == "posthoc":
       gmm, _ = self.posthoc_prior()
-      sampler = lambda key, num: posthoc_prior.sample(gmm, key, num)
+      sampler = posthoc.prior_sampler(gmm)
     elif prior == "model":
       sampler = lambda key, num: self._family.prior_sample(key, num, self._obj_cfg)
     if std is None:
@@ -491,8 +492,12 @@ class SentenceModel:
       "iw": −log (1/K) Σ_j p(x, z_j) / q(z_j|x), the importance-weighted bound.
       "posthoc_iw" (with `posthoc`, the default): the importance-weighted bound under the run's
         post-hoc prior p̂ (`posthoc_prior`: loaded, or fitted on the training split and saved,
-        logged either way), with the proposal the evaluation uses; it bounds −log p̂(x) of the
-        decoder with p̂, and is the one valid bound of an sMIM far from N(0, I) and of an AE.
+        logged either way), with the proposal the evaluation uses (the learned r(z|x) of
+        `posthoc.load_or_fit_proposal`, trained on the training split and saved on first use, for
+        an AE or a Gaussian posterior); it bounds −log p̂(x) of the decoder with p̂, and is the one
+        valid bound of an sMIM far from N(0, I) and of an AE.
+      "posthoc_widened_iw" (beside a learned proposal): the same bound under the widened
+        proposal the learned one started from, the fallback.
     "bound" names the tightest valid corpus-level bound present and "nll_bound" is its value
     (a language model: "exact", its exact NLL). For an AE there is no bound of its own ("elbo" /
     "iw"): "bounds_skipped" says why. Draws are keyed by `seed` and the batch, so they depend on
@@ -512,7 +517,8 @@ class SentenceModel:
     extra = self._posthoc_bound_inputs() if posthoc and not self._scoring.latent_free else {}
     terms: dict[str, np.ndarray] = {}
     names = ("log_px", "log_px_no_eos", "iw_log_px", "iw_log_px_no_eos", "kl",
-             "posthoc_iw_log_px", "posthoc_iw_log_px_no_eos")
+             "posthoc_iw_log_px", "posthoc_iw_log_px_no_eos", "posthoc_widened_iw_log_px",
+             "posthoc_widened_iw_log_px_no_eos")
     for i, batch in enumerate(batches(examples, batch_size)):
       inputs = {name: jnp.asarray(batch[name]) for name in ("tokens", "lengths", "valid")}
       out = jax.device_get(bounds.sentence_terms(self.params, inputs, jax.random.fold_in(key, i),
@@ -529,14 +535,15 @@ class SentenceModel:
       report["elbo"] = -terms["log_px"] + self._scoring.num_latents * terms["kl"]
       report["iw"] = -terms["iw_log_px"]
       report.update(num_samples=num_samples, iw_samples=iw_samples)
-    if "posthoc_iw_log_px" in terms:
-      report["posthoc_iw"] = -terms["posthoc_iw_log_px"]
-      report["iw_samples"] = iw_samples
+    for name in ("posthoc_iw", "posthoc_widened_iw"):
+      if f"{name}_log_px" in terms:
+        report[name] = -terms[f"{name}_log_px"]
+        report["iw_samples"] = iw_samples
     present = [b for b in ("exact", "posthoc_iw", "iw", "elbo") if f"{b}_nll" in report]
     if present:
       report["bound"] = min(present, key=lambda b: report[f"{b}_nll"])
       report["nll_bound"] = report[f"{report['bound']}_nll"]
-    for name in ("reconstruction", "elbo", "iw", "posthoc_iw"):
+    for name in ("reconstruction", "elbo", "iw", "posthoc_iw", "posthoc_widened_iw"):
       if name in report:
         chex.assert_shape(report[name], (n,))
     return report
@@ -549,10 +556,14 @@ class SentenceModel:
     logging.info("post-hoc prior: %s", f"loading or refitting {path}" if os.path.exists(path)
                  else f"fitting on the training split (saved to {path})")
     gmm, info = self.posthoc_prior()
-    std = posthoc.proposal_std(info)
-    if std is None and self._scoring.deterministic_z:
-      std = info["ae_proposal_std"]
-    return {"prior_fn": posthoc_prior.log_prob, "prior_params": gmm, "proposal_std": std}
+    learned = None
+    if posthoc.learns_proposal(self._run):
+      if self._proposal is None:
+        self._proposal = posthoc.load_or_fit_proposal(self._run, _LazyTrainSplit(self._run), gmm,
+                                                      info)
+      learned, proposal_info = self._proposal
+      logging.info("post-hoc proposal: %s", posthoc.describe_learned_proposal(proposal_info))
+    return posthoc.bound_inputs(gmm, info, self._scoring.deterministic_z, learned)
 
 
 __all__ = ["PAD_LENGTH_MULTIPLE", "SentenceModel", "batches", "encode_examples", "load",

@@ -304,7 +304,7 @@ def test_posthoc_bound_under_the_model_prior_equals_the_model_bound(params):
   assert bounds.sentence_terms._cache_size() == before
   assert not np.allclose(moved["posthoc_iw_log_px"], terms["posthoc_iw_log_px"])
   np.testing.assert_array_equal(moved["iw_log_px"], terms["iw_log_px"])
-  with pytest.raises(ValueError, match="proposal_std .*got no prior_fn"):
+  with pytest.raises(ValueError, match="proposal_std .*pass its prior_fn"):
     bounds.sentence_terms(params, BATCH, key, cfg, 2, proposal_std=1.0)
 
 

@@ -60,9 +60,12 @@ PriorFn = Callable[[Any, Array], Array]
 
 # Per-sentence importance-weighted bounds and the log-weight each one adds to log p(x|z).
 _IW_WEIGHTS = {"iw": "log_w", "posthoc_iw": "posthoc_log_w"}
-# The widened proposal's draws come from fold_in(key, _WIDENED_STREAM), apart from q's draws
-# fold_in(key, j), j < K.
-_WIDENED_STREAM = 2**31 - 1
+# Every importance-weighted bound a report can hold: the fallback proposal's post-hoc bound is
+# renamed from "posthoc_iw" after its draws are reduced (`sentence_terms`).
+IW_BOUNDS = ("iw", "posthoc_iw", "posthoc_widened_iw")
+# The draws of the post-hoc bounds' own proposals come from fold_in(key, _PROPOSAL_STREAM − i)
+# (i-th proposal), apart from q's draws fold_in(key, j), j < K.
+_PROPOSAL_STREAM = 2**31 - 1
 _MEANS = ("log_px", "log_px_no_eos", "kl")
 
 
@@ -207,7 +210,8 @@ def _finish(total: dict[str, Array], num_samples: int, iw_samples: int) -> dict[
 def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, num_samples: int,
                    iw_samples: int | None = None, *, iw_chunk: int = 10,
                    prior_fn: PriorFn | None = None, prior_params: Any = None,
-                   proposal_std: float | Array | None = None, iw_sweep: tuple[int, ...] = ()):
+                   proposal_std: float | Array | None = None, proposal_params: Any = None,
+                   iw_sweep: tuple[int, ...] = ()):
   """Per-sentence ingredients of every bound, scored as the model was trained: dict of [b] arrays.
 
   Draws max(num_samples, iw_samples) latent draws per sentence, at most `iw_chunk` at a time
@@ -247,6 +251,10 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
       N(μ(x), diag s²) (required), for a Gaussian posterior N(μ(x), diag max(σ(x), s)²), drawn
       apart from the K draws of q (another K decoder passes); None: q itself. Any s > 0 gives a
       valid bound, tighter when the proposal is close to p̂(z|x); rejected for other families.
+    proposal_params: traced parameters of a learned proposal r(z|x) (`proposal.train`): the
+      post-hoc bound "posthoc_iw" is then taken under r, and the one under the proposal of
+      `proposal_std` (or q) is reported beside it as "posthoc_widened_iw"
+      (`posthoc_proposals`); each proposal other than q costs another K decoder passes.
   """
   if iw_chunk < 1:
     raise ValueError(f"iw_chunk must be >= 1, got {iw_chunk}")
@@ -257,50 +265,75 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
   post_std, frac_at_floor = objectives.common.posterior_row_stats(post, cfg.model)
   out = {"code": family.code(post), "post_std": post_std, "frac_at_floor": frac_at_floor}
   iw_samples = iw_samples or num_samples
-  posthoc = functools.partial(draw_terms, prior_fn=prior_fn, prior_params=prior_params)
+  if scoring.latent_free and prior_fn is not None:
+    raise ValueError("a language model (objective lm) has no latent to put a prior on")
+  proposals = posthoc_proposals(post, batch, cfg, family, prior_fn, proposal_std, proposal_params)
   if scoring.deterministic_z or scoring.latent_free:
     log_px, log_eos = log_likelihood_terms(params, post.mean[None], tokens, lengths, cfg,
                                             scoring)
     out.update(log_px=log_px, log_px_no_eos=log_px - log_eos, z_sample=post.mean)
-    if prior_fn is None:
-      return out
-    if scoring.latent_free:
-      raise ValueError("a language model (objective lm) has no latent to put a prior on")
+  else:
+    # A bound needs draws whose density log q is exact: HSVAE's relaxed (soft) spike/slab choice
+    # is not scored by the mixture density, so draws are exact (hard); no-op for other families.
+    cfg = dataclasses.replace(cfg, concrete_hard=True)
+    on_q = prior_fn if not proposals else None
+    draw_fn = lambda k: draw_terms(params, post, k, batch, cfg, family, prior_fn=on_q,
+                                   prior_params=prior_params)
+    draws = max(num_samples, iw_samples)
+    out.update(_finish(stream_draws(draw_fn, key, draws, iw_chunk, num_samples, iw_samples,
+                                    iw_sweep),
+                       num_samples, iw_samples))
+    first = family.sample(jax.random.fold_in(key, 0), post, cfg, scoring.num_latents)
+    out["z_sample"] = first.z[0]
+  for stream, (name, proposal) in enumerate(proposals.items()):
+    proposal_fn = lambda k, r=proposal: draw_terms(params, r, k, batch, cfg, latents.GAUSSIAN,
+                                                   model_prior=False, prior_fn=prior_fn,
+                                                   prior_params=prior_params)
+    total = stream_draws(proposal_fn, jax.random.fold_in(key, _PROPOSAL_STREAM - stream),
+                         iw_samples, iw_chunk, 0, iw_samples, iw_sweep)
+    out.update({n.replace("posthoc_iw", name, 1): v
+                for n, v in _finish(total, 0, iw_samples).items() if n.startswith("posthoc")})
+  return out
+
+
+def posthoc_proposals(post: sentence_ae.Posterior, batch, cfg: objectives.ObjectiveConfig,
+                      family: latents.LatentFamily, prior_fn: PriorFn | None,
+                      proposal_std: float | Array | None,
+                      proposal_params: Any) -> dict[str, sentence_ae.Posterior]:
+  """The Gaussian proposals of the post-hoc bounds that are not q(z|x) itself, by bound name.
+
+  "posthoc_iw" is the learned r(z|x) (`proposal.posterior`) when `proposal_params` is given,
+  with the fallback beside it as "posthoc_widened_iw": N(μ(x), diag s²) for an AE,
+  N(μ(x), diag max(σ(x), s)²) for a Gaussian posterior (q itself without `proposal_std`).
+  Without `proposal_params` the fallback is "posthoc_iw"; {} when that is q itself (its bound
+  then comes from q's own draws) or there is no `prior_fn`.
+  """
+  if prior_fn is None:
+    if proposal_std is not None or proposal_params is not None:
+      raise ValueError("proposal_std and proposal_params are proposals of the post-hoc bound: "
+                       "pass its prior_fn too")
+    return {}
+  scoring = objectives.common.scoring(cfg)
+  if scoring.deterministic_z:
     if proposal_std is None:
       raise ValueError("a post-hoc bound for an AE needs proposal_std: its σ head never trained, "
                        "so the proposal is N(μ(x), proposal_std² I)")
-    proposal = fixed_std_proposal(post, proposal_std)
-    draw_fn = lambda k: posthoc(params, proposal, k, batch, cfg, latents.GAUSSIAN,
-                                model_prior=False)
-    out.update(_finish(stream_draws(draw_fn, key, iw_samples, iw_chunk, 0, iw_samples,
-                                    iw_sweep), 0,
-                       iw_samples))
-    return out
-  widen = proposal_std is not None and prior_fn is not None
-  if proposal_std is not None and not (widen and family.gaussian_posterior):
-    why = "has no Gaussian posterior" if widen else "got no prior_fn"
-    raise ValueError("proposal_std widens a Gaussian posterior for the post-hoc bound (prior_fn); "
-                     f"the {family.name} family {why}")
-  # A bound needs draws whose density log q is exact: HSVAE's relaxed (soft) spike/slab choice
-  # is not scored by the mixture density, so draws are exact (hard); no-op for other families.
-  cfg = dataclasses.replace(cfg, concrete_hard=True)
-  draw_fn = lambda k: draw_terms(params, post, k, batch, cfg, family,
-                                 prior_fn=None if widen else prior_fn, prior_params=prior_params)
-  draws = max(num_samples, iw_samples)
-  out.update(_finish(stream_draws(draw_fn, key, draws, iw_chunk, num_samples, iw_samples,
-                                  iw_sweep),
-                     num_samples, iw_samples))
-  if widen:
-    proposal = widened_proposal(post, proposal_std)
-    widened_fn = lambda k: posthoc(params, proposal, k, batch, cfg, latents.GAUSSIAN,
-                                   model_prior=False)
-    widened = stream_draws(widened_fn, jax.random.fold_in(key, _WIDENED_STREAM), iw_samples,
-                           iw_chunk, 0, iw_samples, iw_sweep)
-    out.update(_finish({name: v for name, v in widened.items() if name.startswith("posthoc")},
-                       0, iw_samples))
-  first = family.sample(jax.random.fold_in(key, 0), post, cfg, scoring.num_latents)
-  out["z_sample"] = first.z[0]
-  return out
+    fallback = fixed_std_proposal(post, proposal_std)
+  elif not family.gaussian_posterior and (proposal_std is not None
+                                          or proposal_params is not None):
+    raise ValueError("proposal_std and proposal_params replace a Gaussian posterior in the "
+                     f"post-hoc bound; the {family.name} family has no Gaussian posterior")
+  elif proposal_std is not None:
+    fallback = widened_proposal(post, proposal_std)
+  else:
+    fallback = post
+  if proposal_params is None:
+    return {} if fallback is post else {"posthoc_iw": fallback}
+  from mimtext.evaluation import proposal as proposal_lib  # pylint: disable=g-import-not-at-top
+  learned = proposal_lib.posterior(proposal_params, batch["tokens"], batch["lengths"],
+                                   cfg.model)
+  return {"posthoc_iw": learned, "posthoc_widened_iw": fallback}
+
 
 
 # The three perplexity conventions (DESIGN §3, §7): which of <eos> enters the numerator (the NLL)
@@ -400,7 +433,7 @@ def k_sweep(terms: dict[str, np.ndarray], ks: tuple[int, ...], iw_samples: int,
   """The importance-weighted bounds at each K of a sweep (`sentence_terms(iw_sweep=...)`), nats
   per sentence with <eos>: one row per K, ascending.
 
-  Each row has K and, for B in iw, posthoc_iw (those present): B_nll, B_nll_stderr (over
+  Each row has K and, for B in `IW_BOUNDS` (those present): B_nll, B_nll_stderr (over
   sentences), B_step and B_step_stderr (the paired change from the previous K: the bound has
   converged when it no longer moves by more than this standard error) and, given `true_nll`,
   B_gap and B_gap_stderr (paired, to the exact −log p(x)).
@@ -408,7 +441,7 @@ def k_sweep(terms: dict[str, np.ndarray], ks: tuple[int, ...], iw_samples: int,
   rows, previous = [], {}
   for k in sorted(set(ks) | {iw_samples}):
     row: dict[str, float] = {"K": k}
-    for bound in _IW_WEIGHTS:
+    for bound in IW_BOUNDS:
       name = f"{bound}_log_px" + ("" if k == iw_samples else f"@{k}")
       if name not in terms:
         continue
@@ -429,8 +462,10 @@ def k_sweep(terms: dict[str, np.ndarray], ks: tuple[int, ...], iw_samples: int,
 
 def _add_posthoc_bound(out: dict, terms: dict[str, np.ndarray], rec: dict[str, np.ndarray],
                        tokens: dict[str, float], n: int, truth: np.ndarray | None = None) -> None:
-  """The "posthoc_iw" bound, when `terms` has the post-hoc importance-weighted log p̂(x)."""
-  if "posthoc_iw_log_px" in terms:
-    _add_bound(out, "posthoc_iw", {s: -np.asarray(terms["posthoc_iw_log_px" + s], np.float64)
-                                   for s in rec}, tokens, n, truth=truth)
+  """The post-hoc bounds ("posthoc_iw", and "posthoc_widened_iw" beside a learned proposal), where
+  `terms` has their importance-weighted log p̂(x)."""
+  for bound in ("posthoc_iw", "posthoc_widened_iw"):
+    if f"{bound}_log_px" in terms:
+      _add_bound(out, bound, {s: -np.asarray(terms[f"{bound}_log_px" + s], np.float64)
+                              for s in rec}, tokens, n, truth=truth)
 

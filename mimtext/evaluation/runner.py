@@ -23,7 +23,6 @@ from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import bounds
 from mimtext.evaluation import generation
 from mimtext.evaluation import information
-from mimtext.evaluation import posthoc_prior
 from mimtext.evaluation import probe
 from mimtext.evaluation import progress as progress_lib
 from mimtext.evaluation import reconstruction
@@ -128,11 +127,11 @@ def prior_sample_report(run: Run, *, num: int = 100, seed: int = 0, max_len: int
   sampler, description = generation.model_prior(run.obj_cfg)
   out: dict[str, Any] = {}
   if sampler is None:
-    if posthoc is None or posthoc.log_prob is not posthoc_prior.log_prob:
+    if posthoc is None:
       return {"prior_samples_skipped": description + " (and no post-hoc prior was fitted)"}
-    gmm = posthoc.params
-    sampler = lambda key, n: posthoc_prior.sample(gmm, key, n)
-    description = ("the post-hoc prior (a Gaussian mixture fitted to the training set's aggregate "
+    from mimtext.evaluation import posthoc as posthoc_lib  # pylint: disable=g-import-not-at-top
+    sampler = posthoc_lib.prior_sampler(posthoc.params)
+    description = ("the post-hoc prior (a density fitted to the training set's aggregate "
                    "posterior: an AE has no prior of its own)")
   std = objectives.latent_family(run.obj_cfg).generation_prior_std
   if std is not None:
@@ -157,14 +156,18 @@ class PosthocPrior(NamedTuple):
   """A density fitted after training, used as the prior of an extra importance-weighted bound.
 
   log_prob: a module-level pure function (params, z [..., d]) -> [...] (e.g.
-  `posthoc_prior.log_prob`); params: its traced parameters (e.g. a `GaussianMixture`);
+  `posthoc_prior.log_prob`, `flow_prior.log_prob`); params: its traced parameters (a
+  `GaussianMixture` or a `FlowPrior`);
   proposal_std: s of the bound's proposal (scalar or [d]): the AE's N(μ(x), diag s²), a
   Gaussian posterior widened to N(μ(x), diag max(σ(x), s)²); None: q(z|x) itself
-  (`bounds.sentence_terms`, `posthoc.proposal_std`).
+  (`bounds.sentence_terms`, `posthoc.proposal_std`); proposal_params: a learned proposal r(z|x)
+  (`proposal.train`): the bound "posthoc_iw" is then under r, and the widened one is reported
+  beside it as "posthoc_widened_iw".
   """
   log_prob: Callable[[Any, jax.Array], jax.Array]
   params: Any
   proposal_std: Any = None
+  proposal_params: Any = None
 
 
 def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: int,
@@ -203,7 +206,8 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
   for i, batch in enumerate(batches):
     extra = {} if posthoc is None else dict(prior_fn=posthoc.log_prob,
                                             prior_params=posthoc.params,
-                                            proposal_std=posthoc.proposal_std)
+                                            proposal_std=posthoc.proposal_std,
+                                            proposal_params=posthoc.proposal_params)
     out = jax.device_get(bounds.sentence_terms(run.params, batch, jax.random.fold_in(key, i),
                                                obj_cfg, num_z_samples, iw_samples,
                                                iw_chunk=iw_chunk, iw_sweep=sweep, **extra))
@@ -292,7 +296,9 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
   proposal = report.get("posthoc_prior", {}).get("proposal")
   posthoc_note = ("‡ importance-weighted bound under a Gaussian mixture fitted after training to "
                   "draws of the training set's aggregate posterior (the post-hoc prior): "
-                  + POSTHOC_BOUND_MEANING + (f"; proposal {proposal}" if proposal else ""))
+                  + POSTHOC_BOUND_MEANING + (f"; proposal {proposal}" if proposal else "")
+                  + ("; 'IW p-h widened': the same bound under the widened proposal the learned "
+                     "one started from" if "posthoc_widened_iw_nll" in report else ""))
   if scoring.get("latent_free"):
     lines += [header, row("exact NLL", "exact")]
     if "true_nll" in report:
@@ -307,7 +313,10 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
     lines.append(f"reconstruction −log p(x|μ): {report['rec']:.3f} nats/sentence "
                  f"({report['rec_no_eos']:.3f} without the <eos> term)")
     if "posthoc_iw_nll" in report:
-      lines += [header, row("IW post-hoc ‡", "posthoc_iw"), posthoc_note]
+      lines += [header, row("IW post-hoc ‡", "posthoc_iw")]
+      if "posthoc_widened_iw_nll" in report:
+        lines.append(row("IW p-h widened", "posthoc_widened_iw"))
+      lines.append(posthoc_note)
   else:
     lines.append(header)
     rows = [("ELBO", "elbo")]
@@ -316,6 +325,8 @@ def format_report(report: dict[str, Any], split: str, corpus: str) -> str:
     rows.append(("IW", "iw"))
     if "posthoc_iw_nll" in report:
       rows.append(("IW post-hoc ‡", "posthoc_iw"))
+    if "posthoc_widened_iw_nll" in report:
+      rows.append(("IW p-h widened", "posthoc_widened_iw"))
     rows.append(("MELBO †", "melbo"))
     lines += [row(label, name) for label, name in rows]
     if "true_nll" in report:

@@ -40,7 +40,6 @@ from mimtext.evaluation import downstream
 from mimtext.evaluation import figures
 from mimtext.evaluation import information
 from mimtext.evaluation import posthoc
-from mimtext.evaluation import posthoc_prior
 from mimtext.evaluation import qa
 from mimtext.evaluation import runner
 from mimtext.models import sentence_ae
@@ -60,6 +59,8 @@ class Options:
   max_decode_len: int = 0
   posthoc: bool = True              # fit (or reuse) the post-hoc prior and report its IW bound
   posthoc_refit: bool = False
+  learned_proposal: bool = True     # train r(z|x) for the post-hoc bound (widened one beside it)
+  posthoc_flow: bool = False        # a flow among the post-hoc prior's candidates (posthoc.fit)
   histogram_sentences: int = 100
   melbo_subsets: int = 20
   max_info_sentences: int = 5000
@@ -121,19 +122,26 @@ def section_bounds(ctx: Context) -> dict[str, Any]:
       try:
         gmm, fit_info = posthoc.load_or_fit(ctx.run, source[1], refit=o.posthoc_refit,
                                             seed=o.seed, save_dir=ctx.out_dir,
-                                            progress=o.progress)
+                                            progress=o.progress, flow=o.posthoc_flow)
       except ValueError as e:  # e.g. a diverged run's codes are not finite
         gmm = None
         fit_info = {"posthoc_failed": f"the post-hoc prior could not be fitted to the codes of "
                                       f"step {ctx.run.step}: {one_line(e)}"}
     if gmm is not None:
-      std = posthoc.proposal_std(fit_info)
-      if std is None and ctx.scoring.deterministic_z:
-        std = fit_info["ae_proposal_std"]
-      fit_info = {"posthoc_prior": {
-          **fit_info, "fitted_on": source[0],
-          "proposal": posthoc.describe_proposal(fit_info, ctx.scoring.deterministic_z)}}
-      prior = runner.PosthocPrior(posthoc_prior.log_prob, gmm, std)
+      learned, learned_info = None, None
+      if o.learned_proposal and posthoc.learns_proposal(ctx.run):
+        learned, learned_info = posthoc.load_or_fit_proposal(
+            ctx.run, source[1], gmm, fit_info, refit=o.posthoc_refit, seed=o.seed,
+            save_dir=ctx.out_dir, progress=o.progress)
+      inputs = posthoc.bound_inputs(gmm, fit_info, ctx.scoring.deterministic_z, learned)
+      described = posthoc.describe_proposal(fit_info, ctx.scoring.deterministic_z)
+      fit_info = {"posthoc_prior": {**fit_info, "fitted_on": source[0], "proposal": described}}
+      if learned_info is not None:
+        fit_info["posthoc_prior"].update(
+            learned_proposal=learned_info, widened_proposal=described,
+            proposal=posthoc.describe_learned_proposal(learned_info))
+      prior = runner.PosthocPrior(inputs["prior_fn"], gmm, inputs["proposal_std"],
+                                  inputs.get("proposal_params"))
   report, terms = runner.evaluate_split(
       ctx.run, ctx.split, num_z_samples=o.num_z_samples, iw_samples=o.iw_samples, seed=o.seed,
       batch_size=o.batch_size, max_decode_len=o.max_decode_len,
@@ -540,6 +548,7 @@ def headline_rows(bounds_report: dict[str, Any]) -> list[tuple[str, str]]:
   rows = [("exact NLL (language model)", "exact"), ("ELBO", "elbo"),
           ("ELBO, one KL (seed 003, not a bound)", "elbo_one_kl"),
           ("IW (model prior)", "iw"), ("IW (post-hoc prior)", "posthoc_iw"),
+          ("IW (post-hoc prior, widened proposal)", "posthoc_widened_iw"),
           ("MELBO (not a bound on the model's NLL)", "melbo")]
   return [(label, key) for label, key in rows if f"{key}_nll" in bounds_report]
 
@@ -572,10 +581,11 @@ def write_markdown(suite: dict[str, Any], path: str, *, split: str, corpus: str,
         lines.append(runner.melbo_gap_line(b["melbo_nll"], b["true_nll"], b["true_nll_stderr"]))
       if "posthoc_prior" in b:
         p = b["posthoc_prior"]
-        lines.append(f"Post-hoc prior: a {p['num_components']}-component Gaussian mixture fitted "
-                     f"to {p['num_codes']} draws z ~ q(z|x) of the {p['fitted_on']} split (held-out "
-                     f"log-likelihood per K: {p['scores']}); proposal {p['proposal']}; "
-                     f"{runner.POSTHOC_BOUND_MEANING}.")
+        lines.append(f"Post-hoc prior ({p['fitted_on']} split): {posthoc.describe_prior(p)}; "
+                     f"proposal {p['proposal']}; "
+                     f"{runner.POSTHOC_BOUND_MEANING}."
+                     + (f" The widened proposal it started from: {p['widened_proposal']}."
+                        if "widened_proposal" in p else ""))
     if b["scoring"].get("latent_free"):
       lines += ["", f"{b['bounds_skipped']}.", "",
                 f"- BLEU-1 of its greedy decode (the same for every input): {_fmt(b['bleu1'], 4)}",
