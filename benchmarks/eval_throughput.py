@@ -86,9 +86,8 @@ def load_model(args):
   from mimtext import experiment
   from mimtext.models import sentence_ae
   if args.workdir:
-    from launch.configs import base
     from mimtext.evaluation import runner
-    run = runner.load_run(args.workdir, tst_step(args.step), defaults=base.get_config())
+    run = runner.load_run(args.workdir, tst_step(args.step))
     config = run.config
     config.data.use_tfds = False
     data_dir = tst.find_data_dir(args.data_dir)

@@ -78,7 +78,7 @@ else
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # mimtext and launch from the working tree
 
-if ! "$PY" -c "import mimtext.train, mimtext.evaluation.bounds, launch.configs.base" 2>"$OUT/import_error.txt"; then
+if ! "$PY" -c "import mimtext.train, mimtext.evaluation.bounds, mimtext.config" 2>"$OUT/import_error.txt"; then
   echo "FAILED: mimtext does not import; the last lines of the error:"
   tail -3 "$OUT/import_error.txt"
   echo "(carry the missing packages as wheels in $WHEELS: benchmarks/README.md, GPU check)"

@@ -105,7 +105,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--flagfile", default=DEFAULT_FLAGFILE,
                  help="launch.train flagfile whose --config.* lines configure model, objective, "
                       "optimizer and data (relative paths: from the working directory, else the "
-                      "repository); 'none' = launch/configs/base.py defaults")
+                      "repository); 'none' = mimtext/config.py defaults")
   p.add_argument("--batch_size", type=int, default=None,
                  help="rows per batch (default: the config's batch_size, 20)")
   p.add_argument("--latent_dim", type=int, default=None,
@@ -195,9 +195,9 @@ def load_config(args):
   """The experiment config launch.train would build from `--flagfile` (base defaults + its
   `--config.*` lines), then this harness's own overrides; returns (config, lines applied, lines
   ignored)."""
-  from launch.configs import base
+  from mimtext import config as config_lib
   from mimtext import experiment
-  config = base.get_config()
+  config = config_lib.get_config()
   applied, ignored = [], []
   if args.flagfile and args.flagfile.lower() != "none":
     pairs, ignored = read_flagfile(args.flagfile)

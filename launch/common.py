@@ -160,13 +160,12 @@ def step_arg(value: str) -> str | int:
 
 
 def load_run(workdir: str, step: str):
-  """`runner.load_run` of `--workdir` at `--step` (over the base config's defaults); a missing
-  workdir or step is a usage error."""
+  """`runner.load_run` of `--workdir` at `--step` (over the defaults of `mimtext.config`); a
+  missing workdir or step is a usage error."""
   # Imported here: launch.train shares this module and needs none of the evaluation code.
-  from launch.configs import base
   from mimtext.evaluation import runner
   try:
-    return runner.load_run(workdir, step_arg(step), defaults=base.get_config())
+    return runner.load_run(workdir, step_arg(step))
   except (FileNotFoundError, checkpoint_lib.StepNotFoundError) as e:
     raise app.UsageError(str(e)) from None
   # A damaged checkpoint (CheckpointError) is no usage error: `run` prints it in one line, exit 1.
@@ -182,9 +181,10 @@ def define_config_flag(name: str, default: ml_collections.ConfigDict, help_strin
   field, its new name); a missing flagfile, the closest existing `.flags` file.
 
   `help_string` is the whole help of the flag (for launch.train: every section and field with its
-  default and doc, `base.help_text`); the YAML dump of the default config that ml_collections shows
-  as the flag's "(default: ...)" is left out. The flag is a key flag of the calling module, so
-  `--help` (the main module's key flags) lists it; `--helpfull` lists it once, under this module.
+  default and doc, `mimtext.config.help_text`); the YAML dump of the default config that
+  ml_collections shows as the flag's "(default: ...)" is left out. The flag is a key flag of the
+  calling module, so `--help` (the main module's key flags) lists it; `--helpfull` lists it once,
+  under this module.
   """
   expanded = check_flagfiles(list(sys.argv if argv is None else argv))
   pattern = re.compile(rf"^--?(?:no)?{re.escape(name)}\.([^=]+)")

@@ -17,9 +17,9 @@ imputation's beam), --ban_unk (never generate <unk>; default on for answers, off
 Modes:
   sample       decodes of z ~ N(0, s² I) (--prior=gaussian; s = --prior_std, by default 0.1 for
                sMIM, whose aggregate posterior is far narrower than N(0, I) (DESIGN §4), and 1
-               otherwise) or of z ~ the post-hoc prior (a Gaussian mixture or a flow) fitted to the run's aggregate posterior
-               (--prior=posthoc; fitted once and saved as W/posthoc_prior.json), then the fraction
-               of distinct samples.
+               otherwise) or of z ~ the post-hoc prior (a Gaussian mixture or a flow) fitted to
+               the run's aggregate posterior (--prior=posthoc; fitted once and saved as
+               W/posthoc_prior.json), then the fraction of distinct samples.
   reconstruct  per sentence: the data (D), decodes of its posterior mean (M), of a posterior sample
                (R) and of that sample perturbed by 10 posterior σ (P), as seed 000 Tables 11-14. An
                AE (z = μ(x)) gets D and M only. --sentences are tokenised by the run's tokeniser

@@ -3,7 +3,7 @@ r"""Trains a sentence autoencoder (sMIM, sVAE or AE) and checkpoints it.
   python -m launch.train --flagfile=launch/configs/quickstart.flags --workdir=/tmp/quickstart
   python -m launch.train --flagfile=launch/configs/ptb_smim_128.flags --workdir=W --max_steps=500
 
-The experiment configuration is `launch/configs/base.py`; a flagfile overrides fields of it and any
+The experiment configuration is `mimtext/config.py`; a flagfile overrides fields of it and any
 field can be overridden again with `--config.FIELD=VALUE`. Rerunning with the same --workdir resumes
 from the latest checkpoint. Logic lives in `mimtext.train`.
 """
@@ -14,16 +14,16 @@ from absl import logging
 
 from launch import common
 import jax
-from launch.configs import base
 from mimtext import checkpoint as checkpoint_lib
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import resources
 from mimtext import train as train_lib
 
 _CONFIG = common.define_config_flag(
-    "config", base.get_config(),
-    base.help_text("Experiment configuration (launch/configs/base.py); a --flagfile overrides "
-                   "fields of it, and so does --config.FIELD=VALUE."))
+    "config", config_lib.get_config(),
+    config_lib.help_text("Experiment configuration (mimtext/config.py); a --flagfile overrides "
+                         "fields of it, and so does --config.FIELD=VALUE."))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and vocab.",
                                required=True)
 _DRY_RUN = flags.DEFINE_bool("dry_run", False,

@@ -197,18 +197,13 @@ class _LazyTrainSplit:
 def load(workdir: str, step: str | int = "best") -> SentenceModel:
   """The trained model of `workdir` at `step` ("best", "latest" or a step number).
 
-  Fields the saved config predates take the defaults of `launch.configs.base` (when that package
-  is importable). Raises FileNotFoundError for a missing workdir and
-  `checkpoint.CheckpointError` when it holds no such checkpoint.
+  Fields the saved config predates take the defaults of `mimtext.config`. Raises
+  FileNotFoundError for a missing workdir and `checkpoint.CheckpointError` when it holds no such
+  checkpoint.
 
   >>> model = mimtext.load("runs/ptb_smim_128", step="latest")
   """
-  try:
-    from launch.configs import base  # pylint: disable=g-import-not-at-top
-    defaults = base.get_config()
-  except ImportError:
-    defaults = None
-  return SentenceModel(runner.load_run(workdir, step, defaults=defaults))
+  return SentenceModel(runner.load_run(workdir, step))
 
 
 class SentenceModel:
@@ -410,9 +405,9 @@ class SentenceModel:
     """n sentences decoded from prior draws of z (L joint draws each for an L-latent decoder).
 
     prior: "gaussian": z ~ N(0, std² I), std by default `generation.default_prior_std` (0.1 for
-      sMIM, 1 otherwise); "posthoc": z from the density fitted to the training set's aggregate posterior
-      (`posthoc_prior`; the first call may fit it, reading the training split); "model": exact
-      draws of the objective's own prior (`family.prior_sample`: N(0, I), or the spike-and-slab
+      sMIM, 1 otherwise); "posthoc": z from the density fitted to the training set's aggregate
+      posterior (`posthoc_prior`; the first call may fit it, reading the training split); "model":
+      exact draws of the objective's own prior (`family.prior_sample`: N(0, I), or the spike-and-slab
       priors of HSVAE / MAT-VAE; not for an AE, which has none). `std` is for "gaussian" only.
     method as `decode`.
 

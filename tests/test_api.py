@@ -22,8 +22,8 @@ import pytest
 
 from conftest import run_subprocess
 import mimtext
-from launch.configs import base
 from mimtext import api
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import train as train_lib
 from mimtext.data import corpus as corpus_lib
@@ -42,7 +42,7 @@ D = 4
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  config = base.get_config()
+  config = config_lib.get_config()
   for field, value in _TINY.items():
     experiment.set_config_value(config, field, value)
   path = str(tmp_path_factory.mktemp("api_run"))

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_subprocess, subprocess_timeout
 from launch import common
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import text_files
@@ -26,7 +26,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _config(**fields):
   """The base config with dotted `fields` ("optimizer__clip_norm" for optimizer.clip_norm) set."""
-  config = base.get_config()
+  config = config_lib.get_config()
   for name, value in fields.items():
     experiment.set_config_value(config, name.replace("__", "."), value)
   return config
@@ -68,7 +68,7 @@ def test_validate_config_refuses_bad_values(field, value, reason):
 
 
 def test_validate_config_accepts_the_defaults_and_a_batch_for_the_devices_asked():
-  experiment.validate_config(base.get_config())  # batch 20 and eval batch 100 on 4 devices
+  experiment.validate_config(config_lib.get_config())  # batch 20 and eval batch 100 on 4 devices
   experiment.validate_config(_config(num_devices=2, batch_size=10, eval_batch_size=30))
 
 
@@ -83,14 +83,14 @@ def test_validate_config_skips_device_checks_when_distributed():
     ("objectiv.kl_weight", "objective.kl_weight"),
 ])
 def test_unknown_field_gets_a_did_you_mean(field, suggestion):
-  message = experiment.unknown_field_message(base.get_config(), field)
+  message = experiment.unknown_field_message(config_lib.get_config(), field)
   assert message == (f"--config.{field}: no such config field; did you mean "
                      f"--config.{suggestion}?")
 
 
 def test_unknown_field_message_is_none_for_known_fields():
-  assert experiment.unknown_field_message(base.get_config(), "model.latent_dim") is None
-  assert experiment.unknown_field_message(base.get_config(), "seed") is None
+  assert experiment.unknown_field_message(config_lib.get_config(), "model.latent_dim") is None
+  assert experiment.unknown_field_message(config_lib.get_config(), "seed") is None
 
 
 def test_vocabulary_needs_room_for_a_word():
@@ -140,7 +140,7 @@ def test_nul_byte_is_refused_with_file_and_line(tmp_path):
 def test_max_len_defaults_to_100_words(tmp_path, caplog):
   # A 150-word line under the default config (max_len=100, overflow="drop") is dropped and
   # logged; a 100-word line is kept whole.
-  config = base.get_config()
+  config = config_lib.get_config()
   assert (config.data.max_len, config.data.overflow) == (100, "drop")
   long_line, kept_line = " ".join(["a"] * 150), " ".join(["b"] * 100)
   directory = _corpus_dir(tmp_path, {
@@ -322,7 +322,7 @@ _NO_INVALID_VALUE = {
 
 
 def test_every_config_field_is_classified():
-  assert set(_OUT_OF_DOMAIN) | set(_NO_INVALID_VALUE) == set(base.field_docs())
+  assert set(_OUT_OF_DOMAIN) | set(_NO_INVALID_VALUE) == set(config_lib.field_docs())
   assert not set(_OUT_OF_DOMAIN) & set(_NO_INVALID_VALUE)
 
 

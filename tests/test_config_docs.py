@@ -1,5 +1,5 @@
 """One source for every default: the config's `model` and `objective` blocks, `--help` and
-docs/cli.md come from the fields of `ModelConfig` / `ObjectiveConfig` (and base.py's tables);
+docs/cli.md come from the fields of `ModelConfig` / `ObjectiveConfig` (and config.py's tables);
 renamed fields of saved runs still load."""
 
 import dataclasses
@@ -12,7 +12,7 @@ import ml_collections
 import pytest
 
 from conftest import run_subprocess
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.models import sentence_ae
@@ -42,7 +42,7 @@ def test_every_dataclass_field_has_a_one_line_doc(cls):
 @pytest.mark.parametrize("block,cls", [("model", sentence_ae.ModelConfig),
                                        ("objective", objectives.ObjectiveConfig)])
 def test_the_config_blocks_are_the_dataclass_fields_less_the_derived_ones(block, cls):
-  config = base.get_config()[block]
+  config = config_lib.get_config()[block]
   fields = {f.name for f in dataclasses.fields(cls) if "derived" not in f.metadata}
   assert set(config) == fields
   derived = {f.name for f in dataclasses.fields(cls) if "derived" in f.metadata}
@@ -54,10 +54,10 @@ def test_help_lists_every_section_and_field_with_its_default_and_doc():
   text = proc.stdout + proc.stderr
   assert "--config: Experiment configuration" in text, text[-2000:]
   assert "(default: 'batch_size" not in text  # no YAML dump of the whole config
-  for section in base.SECTIONS:
+  for section in config_lib.SECTIONS:
     assert f"[{section.block or 'top level'}] {section.title}" in text
   squeezed = _squeeze(text)
-  for name, (default, doc) in base.field_docs().items():
+  for name, (default, doc) in config_lib.field_docs().items():
     shown = repr(default) if isinstance(default, str) else str(default)
     assert _squeeze(f"* {name}={shown}: {doc}") in squeezed, name
   assert "objective.psi" not in text and "objective.kl_z_weight=1.0" in text
@@ -81,7 +81,7 @@ def test_an_old_field_name_on_the_command_line_is_one_line_naming_the_new(tmp_pa
 
 def _old_saved_config() -> dict:
   """A config.json as saved before the rename (HSVAE at ψ = λ = 0.01)."""
-  saved = base.get_config().to_dict()
+  saved = config_lib.get_config().to_dict()
   saved["objective"].update(name="hsvae", psi=0.01, lam=0.02)
   del saved["objective"]["kl_z_weight"], saved["objective"]["kl_gamma_weight"]
   saved["model"]["posterior"] = "hsvae"
@@ -90,10 +90,10 @@ def _old_saved_config() -> dict:
 
 def test_a_run_saved_under_the_old_names_loads_under_the_new():
   saved = _old_saved_config()
-  merged = experiment.merge_config(base.get_config(), saved)
+  merged = experiment.merge_config(config_lib.get_config(), saved)
   assert "psi" not in merged.objective and "lam" not in merged.objective
   assert (merged.objective.kl_z_weight, merged.objective.kl_gamma_weight) == (0.01, 0.02)
-  # Read without the defaults (runner.load_run(defaults=None)), too.
+  # Read without any defaults (the raw saved config), too.
   raw = ml_collections.ConfigDict(saved)
   obj = experiment.objective_config(raw, experiment.model_config(raw, vocab_size=10))
   assert (obj.kl_z_weight, obj.kl_gamma_weight) == (0.01, 0.02)
@@ -111,7 +111,7 @@ def test_a_config_with_both_names_of_a_field_is_refused():
 
 @pytest.mark.parametrize("name", sorted(objectives.LOSSES))
 def test_the_objective_name_sets_no_model_field_but_the_documented_mi_head(name):
-  config = base.get_config()
+  config = config_lib.get_config()
   reference = experiment.model_config(config, vocab_size=10)
   config.objective.name = name
   model = experiment.model_config(config, vocab_size=10)

@@ -1,7 +1,7 @@
 """The pages under docs/ stay true to the code.
 
 - docs/cli.md is what docs/generate_cli.py generates from the entry points' flags and from
-  launch/configs/base.py (the `--check` of the generator);
+  mimtext/config.py (the `--check` of the generator);
 - every relative link in docs/*.md points to an existing file (and heading, for a `#anchor` into a
   Markdown page);
 - every `--config.FIELD` a page names is a field of the config, and every `--flag` is a flag of the
@@ -71,7 +71,7 @@ def test_the_reference_lists_every_entry_point_and_config_field(collected):
   assert train["workdir"]["required"] and not train["dry_run"]["required"]
   fields = {row["field"]: row for row in collected["config"]}
   assert fields["data.max_len"]["default"] == 100
-  assert "Words per sentence" in fields["data.max_len"]["doc"]  # base.py's table
+  assert "Words per sentence" in fields["data.max_len"]["doc"]  # config.py's table
   assert "consecutive validations" in fields["early_stopping_patience"]["doc"]
   assert "seed 004 Eq. 2" in fields["objective.kl_z_weight"]["doc"]  # the dataclass field's doc
   assert [r["field"] for r in collected["config"]][:2] == ["seed", "batch_size"]  # source order

@@ -22,7 +22,7 @@ from absl import app
 from absl import flags
 import pytest
 
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import train as train_lib
 
@@ -67,7 +67,7 @@ def gen():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   """A 4-step sMIM run on the built-in corpus at a toy size."""
-  config = base.get_config()
+  config = config_lib.get_config()
   for field, value in _TINY.items():
     experiment.set_config_value(config, field, value)
   path = str(tmp_path_factory.mktemp("generate") / "run")

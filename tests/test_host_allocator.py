@@ -76,8 +76,8 @@ def test_the_environment_variable_overrides_the_mode(monkeypatch):
 ])
 def test_launch_train_resolves_auto_by_corpus(corpus, data_dir, mode, expected):
   from launch import common
-  from launch.configs import base
-  config = base.get_config()
+  from mimtext import config as config_lib
+  config = config_lib.get_config()
   config.data.corpus, config.host_allocator = corpus, mode
   assert common.host_allocator_mode(config, data_dir or None) == expected
 
@@ -85,8 +85,8 @@ def test_launch_train_resolves_auto_by_corpus(corpus, data_dir, mode, expected):
 def test_launch_refuses_a_bad_config_value():
   from absl import app
   from launch import common
-  from launch.configs import base
-  config = base.get_config()
+  from mimtext import config as config_lib
+  config = config_lib.get_config()
   config.host_allocator = "jemalloc"
   with pytest.raises(app.UsageError, match="--config.host_allocator='jemalloc': must be auto"):
     common.host_allocator_mode(config)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import optim
 from mimtext import train as train_lib
@@ -56,7 +56,7 @@ def test_init_scale_draws_every_parameter_from_a_uniform():
 def test_init_scale_is_validated_and_names_its_flag():
   with pytest.raises(ValueError, match="init_scale"):
     dataclasses.replace(CFG, init_scale=-0.1)
-  config = base.get_config()
+  config = config_lib.get_config()
   config.model.init_scale = -0.1
   with pytest.raises(ValueError, match=r"--config\.model\.init_scale"):
     experiment.validate_config(config)
@@ -116,7 +116,7 @@ def test_early_stopping_counts_validations_without_a_new_best():
 
 
 def test_early_stopping_patience_is_validated_and_names_its_flag():
-  config = base.get_config()
+  config = config_lib.get_config()
   config.early_stopping_patience = -1
   with pytest.raises(ValueError, match=r"--config\.early_stopping_patience"):
     experiment.validate_config(config)
@@ -125,7 +125,7 @@ def test_early_stopping_patience_is_validated_and_names_its_flag():
 def _frozen_config(patience):
   """A tiny run on the built-in corpus whose criterion cannot improve: the learning rate is so
   small that no parameter moves, and validation uses the same key every time."""
-  config = base.get_config()
+  config = config_lib.get_config()
   config.num_devices = 1
   config.batch_size = 16
   config.eval_batch_size = 16

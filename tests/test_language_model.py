@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.evaluation import bounds
@@ -85,7 +85,7 @@ def test_evaluation_reports_the_exact_nll_and_no_bound():
 
 @pytest.mark.parametrize("objective,condition", [("lm", "both"), ("mim", "none")])
 def test_lm_and_condition_none_go_together(objective, condition):
-  config = base.get_config()
+  config = config_lib.get_config()
   config.objective.name, config.model.condition = objective, condition
   with pytest.raises(experiment.ConfigError, match="--config.model.condition=.*go together"):
     experiment.validate_config(config)

@@ -13,7 +13,7 @@ from ml_collections import config_flags
 import pytest
 
 from conftest import run_subprocess
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import train as train_lib
 
@@ -60,7 +60,7 @@ def _parse_flagfile(flagfile: str) -> dict:
   saved_argv, sys.argv = sys.argv, argv
   try:
     values = flags.FlagValues()
-    config_flags.DEFINE_config_dict("config", base.get_config(), flag_values=values)
+    config_flags.DEFINE_config_dict("config", config_lib.get_config(), flag_values=values)
     values(argv)
   finally:
     sys.argv = saved_argv

@@ -19,7 +19,7 @@ from absl import logging
 import matplotlib
 import pytest
 
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import project
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def _check_quickstart(ns):
   assert 0.0 <= ns["report"]["bleu1"] <= 1.0 and "probe_accuracy" in ns["report"]
   assert len(ns["bounds"]["iw"]) == 3
   # The notebook trains with exactly the quickstart flagfile's settings (epochs sized by hardware).
-  config, defaults = ns["config"], base.get_config()
+  config, defaults = ns["config"], config_lib.get_config()
   for field, text in _quickstart_flags().items():
     if field == "max_epochs":
       continue

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from launch.configs import base
 from mimtext import checkpoint as checkpoint_lib
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import optim
 from mimtext import reporting
@@ -34,7 +34,7 @@ _TINY = {"model.embed_dim": 8, "model.hidden_dim": 16, "model.latent_dim": 4,
 
 def _config(**fields):
   """The base config at a toy size; `fields` uses "__" for "." (e.g. optimizer__name)."""
-  config = base.get_config()
+  config = config_lib.get_config()
   for field, value in {**_TINY, **{k.replace("__", "."): v for k, v in fields.items()}}.items():
     experiment.set_config_value(config, field, value)
   return config

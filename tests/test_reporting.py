@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import optim
 from mimtext import reporting
@@ -192,7 +192,7 @@ def test_a_non_finite_step_is_named(tmp_path):
 
 def test_a_training_run_writes_curves_and_numbers_epochs_from_one(tmp_path, caplog):
   caplog.set_level(logging.INFO)
-  config = base.get_config()
+  config = config_lib.get_config()
   for field, value in {"model.embed_dim": 8, "model.hidden_dim": 16, "model.latent_dim": 4,
                        "data.builtin_train_size": 64, "data.builtin_eval_size": 20,
                        "batch_size": 16, "eval_batch_size": 20, "log_every_steps": 2,

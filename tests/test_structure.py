@@ -3,6 +3,8 @@
 - `mimtext.nn` and `mimtext.models` import nothing from `mimtext.data` (checked on the source with
   `ast`, and at run time in a fresh interpreter); the special-token ids live in the core module
   `mimtext.special_tokens`, which `mimtext.data.vocab` re-exports unchanged.
+- No module of the library (`mimtext/**/*.py`) imports the launch scripts (`launch`): the
+  experiment config the launch scripts and `mimtext.api` share is the library's `mimtext.config`.
 - `nn.CELL_KINDS` covers every cell kind `ModelConfig` accepts, and nn.py dispatches on the kind
   through that table only (no comparisons with a kind's name).
 - The decoder's input layout [embedding; z] has one owner (`sentence_ae.DecoderInput`): the
@@ -29,6 +31,7 @@ from mimtext.models import sentence_ae
 PACKAGE = pathlib.Path(nn.__file__).resolve().parent          # .../mimtext
 CORE_FILES = sorted([PACKAGE / "nn.py", PACKAGE / "special_tokens.py",
                      *(PACKAGE / "models").glob("*.py")])
+LIBRARY_FILES = sorted(PACKAGE.rglob("*.py"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,6 +60,10 @@ def _imported_modules(path: pathlib.Path, root: pathlib.Path = PACKAGE.parent) -
 
 def _is_data(module: str) -> bool:
   return module == "mimtext.data" or module.startswith("mimtext.data.")
+
+
+def _is_launch(module: str) -> bool:
+  return module == "launch" or module.startswith("launch.")
 
 
 def test_core_files_found():
@@ -89,6 +96,41 @@ def test_import_check_sees_data_imports(tmp_path):
 def test_models_do_not_load_data_at_run_time():
   code = ("import sys; import mimtext.nn, mimtext.models.sentence_ae, mimtext.models.decoding; "
           "print(sorted(m for m in sys.modules if m.startswith('mimtext.data')))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=PACKAGE.parent)
+  assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_library_files_found():
+  names = {str(p.relative_to(PACKAGE)) for p in LIBRARY_FILES}
+  assert {"api.py", "config.py", "experiment.py", "evaluation/runner.py"} <= names
+
+
+def test_the_library_imports_nothing_from_launch():
+  """Every import of every module under mimtext/, those inside functions included."""
+  found = {str(p.relative_to(PACKAGE.parent)): sorted(m for m in _imported_modules(p)
+                                                      if _is_launch(m))
+           for p in LIBRARY_FILES}
+  bad = {path: modules for path, modules in found.items() if modules}
+  assert not bad, f"the library imports the launch scripts: {bad}"
+
+
+def test_import_check_sees_launch_imports(tmp_path):
+  """The checker itself: it catches `import launch...` and `from launch... import`, at the top
+  level and inside a function."""
+  probe = tmp_path / "mimtext" / "probe.py"
+  probe.parent.mkdir(parents=True)
+  probe.write_text("import launch.common\nfrom launch import train\n"
+                   "def f():\n  from launch.configs import base\n  import launch\n")
+  found = {m for m in _imported_modules(probe, root=tmp_path) if _is_launch(m)}
+  assert found == {"launch", "launch.common", "launch.train", "launch.configs",
+                   "launch.configs.base"}
+
+
+def test_the_library_does_not_load_launch_at_run_time():
+  code = ("import sys; import mimtext.api, mimtext.config, mimtext.evaluation.runner, "
+          "mimtext.experiment, mimtext.train; "
+          "print(sorted(m for m in sys.modules if m == 'launch' or m.startswith('launch.')))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=PACKAGE.parent)
   assert out.stdout.strip() == "[]", out.stdout + out.stderr

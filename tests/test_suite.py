@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.data import vocab as vocab_lib
@@ -24,7 +24,7 @@ from mimtext.models import sentence_ae
 
 
 def _context(config_name: str = "mim") -> suite.Context:
-  config = base.get_config()
+  config = config_lib.get_config()
   config.objective.name = config_name
   model_cfg = experiment.model_config(config, 12)
   run = runner.Run("/nowhere", config, None, model_cfg,
@@ -159,7 +159,7 @@ def hsvae_suite(tmp_path_factory):
   """A 4-step HSVAE on the built-in corpus at a toy size, every section but qa run on its test
   split (no external corpora: data_root is an empty directory) and the Markdown report written."""
   from mimtext import train as train_lib  # pylint: disable=g-import-not-at-top
-  config = base.get_config()
+  config = config_lib.get_config()
   for field, value in _TINY_HSVAE.items():
     experiment.set_config_value(config, field, value)
   workdir = str(tmp_path_factory.mktemp("hsvae_run"))

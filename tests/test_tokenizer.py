@@ -10,8 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from launch.configs import base
 from mimtext import api
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline
@@ -128,7 +128,7 @@ def raw_config(tmp_path):
   directory.mkdir()
   (directory / "train.txt").write_text(RAW_TRAIN, encoding="utf-8")
   (directory / "valid.txt").write_text(RAW_VALID, encoding="utf-8")
-  config = base.get_config()
+  config = config_lib.get_config()
   config.data.data_dir = os.fspath(directory)
   config.data.use_tfds = False
   config.data.tokenizer = "lower_punct"
@@ -165,19 +165,19 @@ def test_lower_punct_corpus_trains_and_encodes_consistently(raw_config):
 
 def test_the_tokenizer_is_stored_and_an_old_config_means_whitespace(raw_config, tmp_path):
   assert raw_config.to_dict()["data"]["tokenizer"] == "lower_punct"  # what config.json holds
-  assert base.get_config().data.tokenizer == "whitespace"
-  old = base.get_config().to_dict()
+  assert config_lib.get_config().data.tokenizer == "whitespace"
+  old = config_lib.get_config().to_dict()
   del old["data"]["tokenizer"]
   assert experiment.tokenizer(old) == "whitespace"
   assert experiment.tokenizer(ml_collections.ConfigDict(old)) == "whitespace"
-  assert experiment.merge_config(base.get_config(), old).data.tokenizer == "whitespace"
+  assert experiment.merge_config(config_lib.get_config(), old).data.tokenizer == "whitespace"
 
 
 # ------------------------------------------------------------------- config checks and resume
 
 
 def test_validate_config_refuses_an_unknown_tokenizer():
-  config = base.get_config()
+  config = config_lib.get_config()
   for mode in TOKENIZERS:
     config.data.tokenizer = mode
     experiment.validate_config(config)
@@ -190,9 +190,9 @@ def test_validate_config_refuses_an_unknown_tokenizer():
 
 
 def test_resume_with_another_tokenizer_is_refused():
-  saved = base.get_config().to_dict()
+  saved = config_lib.get_config().to_dict()
   saved["data"]["tokenizer"] = "lower_punct"
-  config = base.get_config()
+  config = config_lib.get_config()
   config.data.tokenizer = "lower"
   with pytest.raises(experiment.ConfigError) as info:
     experiment.check_resumable_config(config, saved, "/some/dir")
@@ -205,10 +205,10 @@ def test_resume_with_another_tokenizer_is_refused():
 
 
 def test_resume_of_a_run_saved_before_the_option():
-  old = base.get_config().to_dict()
+  old = config_lib.get_config().to_dict()
   del old["data"]["tokenizer"]
-  experiment.check_resumable_config(base.get_config(), old, "/some/dir")  # whitespace: same
-  config = base.get_config()
+  experiment.check_resumable_config(config_lib.get_config(), old, "/some/dir")  # whitespace: same
+  config = config_lib.get_config()
   config.data.tokenizer = "lower"
   with pytest.raises(experiment.ConfigError, match="data.tokenizer='whitespace'"):
     experiment.check_resumable_config(config, old, "/some/dir")

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from launch.configs import base
+from mimtext import config as config_lib
 from mimtext import objectives
 from mimtext import optim
 from mimtext import experiment
@@ -126,14 +126,14 @@ def test_batch_size_must_divide_devices():
     ("max_epochs", -1, "max_epochs"),
 ])
 def test_invalid_config_values_name_their_flag(field, value, message):
-  config = base.get_config()
+  config = config_lib.get_config()
   experiment.set_config_value(config, field, value)
   with pytest.raises(ValueError, match=r"--config\." + message.replace(".", r"\.")):
     experiment.validate_config(config)
 
 
 def test_resume_refuses_another_model():
-  config = base.get_config()
+  config = config_lib.get_config()
   saved = config.to_dict()
   config.model.latent_dim = 16
   with pytest.raises(ValueError, match="model"):
@@ -143,7 +143,7 @@ def test_resume_refuses_another_model():
 
 def test_resume_accepts_a_run_saved_before_a_model_option_existed():
   """A config.json without a newer model field resumes when the field keeps its default."""
-  config = base.get_config()
+  config = config_lib.get_config()
   saved = config.to_dict()
   for field in ("init_scale", "encoder_reads_sos", "embed_dropout_scope"):
     del saved["model"][field]

@@ -235,8 +235,9 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
       the module docstring).
   For a language model (objective lm, `scoring.latent_free`) log_px is exact whatever z, and the
   same fields as an AE's are returned (no post-hoc bound). For an AE (z = μ) log_px,
-  log_px_no_eos (at z = μ), code, z_sample (= μ) and the row statistics are returned, and with `prior_fn` the post-hoc bound over K = iw_samples (default num_samples)
-  draws of the proposal N(μ(x), proposal_std² I) (required then): it has no prior of its own.
+  log_px_no_eos (at z = μ), code, z_sample (= μ) and the row statistics are returned, and with
+  `prior_fn` the post-hoc bound over K = iw_samples (default num_samples) draws of the proposal
+  N(μ(x), proposal_std² I) (required then): it has no prior of its own.
 
   Args:
     iw_chunk: draws per chunk (static); the result does not depend on it beyond float rounding.
@@ -285,10 +286,10 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
                        num_samples, iw_samples))
     first = family.sample(jax.random.fold_in(key, 0), post, cfg, scoring.num_latents)
     out["z_sample"] = first.z[0]
-  for stream, (name, proposal) in enumerate(proposals.items()):
-    proposal_fn = lambda k, r=proposal: draw_terms(params, r, k, batch, cfg, latents.GAUSSIAN,
-                                                   model_prior=False, prior_fn=prior_fn,
-                                                   prior_params=prior_params)
+  for stream, (name, (proposal, proposal_family)) in enumerate(proposals.items()):
+    proposal_fn = lambda k, r=proposal, f=proposal_family: draw_terms(
+        params, r, k, batch, cfg, f, model_prior=False, prior_fn=prior_fn,
+        prior_params=prior_params)
     total = stream_draws(proposal_fn, jax.random.fold_in(key, _PROPOSAL_STREAM - stream),
                          iw_samples, iw_chunk, 0, iw_samples, iw_sweep)
     out.update({n.replace("posthoc_iw", name, 1): v
@@ -299,10 +300,12 @@ def sentence_terms(params, batch, key: Array, cfg: objectives.ObjectiveConfig, n
 def posthoc_proposals(post: sentence_ae.Posterior, batch, cfg: objectives.ObjectiveConfig,
                       family: latents.LatentFamily, prior_fn: PriorFn | None,
                       proposal_std: float | Array | None,
-                      proposal_params: Any) -> dict[str, sentence_ae.Posterior]:
-  """The Gaussian proposals of the post-hoc bounds that are not q(z|x) itself, by bound name.
+                      proposal_params: Any) -> dict[str, tuple[Any, latents.LatentFamily]]:
+  """The proposals of the post-hoc bounds that are not q(z|x) itself, by bound name: each with the
+  family whose `sample` draws it (and scores log r).
 
-  "posthoc_iw" is the learned r(z|x) (`proposal.posterior`) when `proposal_params` is given,
+  "posthoc_iw" is the learned r(z|x) (`proposal.posterior`: a Gaussian, with a low-rank
+  precision term when it was trained with one) when `proposal_params` is given,
   with the fallback beside it as "posthoc_widened_iw": N(μ(x), diag s²) for an AE,
   N(μ(x), diag max(σ(x), s)²) for a Gaussian posterior (q itself without `proposal_std`).
   Without `proposal_params` the fallback is "posthoc_iw"; {} when that is q itself (its bound
@@ -328,11 +331,12 @@ def posthoc_proposals(post: sentence_ae.Posterior, batch, cfg: objectives.Object
   else:
     fallback = post
   if proposal_params is None:
-    return {} if fallback is post else {"posthoc_iw": fallback}
+    return {} if fallback is post else {"posthoc_iw": (fallback, latents.GAUSSIAN)}
   from mimtext.evaluation import proposal as proposal_lib  # pylint: disable=g-import-not-at-top
   learned = proposal_lib.posterior(proposal_params, batch["tokens"], batch["lengths"],
                                    cfg.model)
-  return {"posthoc_iw": learned, "posthoc_widened_iw": fallback}
+  return {"posthoc_iw": (learned, proposal_lib.FAMILY),
+          "posthoc_widened_iw": (fallback, latents.GAUSSIAN)}
 
 
 

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from mimtext import checkpoint as checkpoint_lib
+from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.data import corpus as corpus_lib
@@ -48,13 +49,15 @@ def load_run(workdir: str, step: str | int = "best",
              defaults: ml_collections.ConfigDict | None = None) -> Run:
   """Restores the config, vocabulary and parameters of `workdir` at `step` (best|latest|N).
 
-  `defaults` (the launch layer's base config) fills fields that the saved config predates.
+  `defaults` (None: the library's default config, `mimtext.config.get_config()`) fills fields
+  that the saved config predates.
   """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"--workdir={workdir} does not exist")
   saved = checkpoint_lib.load_json(workdir, "config.json")
-  config = (experiment.merge_config(defaults, saved) if defaults is not None
-            else ml_collections.ConfigDict(saved))
+  if defaults is None:
+    defaults = config_lib.get_config()
+  config = experiment.merge_config(defaults, saved)
   vocab = vocab_lib.Vocabulary.load(os.path.join(workdir, "vocab.txt"))
   model_cfg = experiment.model_config(config, vocab.size)
   template = jax.eval_shape(lambda: sentence_ae.init_params(jax.random.PRNGKey(0), model_cfg))
@@ -388,7 +391,7 @@ def k_sweep_lines(rows: list[dict[str, Any]] | None) -> list[str]:
   the corpus has one."""
   if not rows:
     return []
-  bounds_present = [b for b in ("iw", "posthoc_iw") if f"{b}_nll" in rows[0]]
+  bounds_present = [b for b in bounds.IW_BOUNDS if f"{b}_nll" in rows[0]]
   lines = ["K sweep of the importance-weighted bounds (nats/sentence, +eos; step: the change from "
            "the previous K ± its standard error):"]
   for row in rows:
@@ -401,7 +404,18 @@ def k_sweep_lines(rows: list[dict[str, Any]] | None) -> list[str]:
         text += f" [− H {row[f'{b}_gap']:+.3f} ± {row[f'{b}_gap_stderr']:.3f}]"
       parts.append(text)
     lines.append(f"  K = {row['K']:>5}: " + "; ".join(parts))
-  return lines
+  return lines + [convergence_line(rows, b) for b in bounds_present if len(rows) > 1]
+
+
+def convergence_line(rows: list[dict[str, Any]], bound: str) -> str:
+  """Whether `bound` has converged in a K sweep: its last step (from the previous K to the
+  largest) within two of its standard errors of 0."""
+  last, previous = rows[-1], rows[-2]
+  step, stderr = last[f"{bound}_step"], last[f"{bound}_step_stderr"]
+  verdict = ("converged" if abs(step) <= 2 * stderr else
+             "not converged: raise --iw_samples for a tighter bound")
+  return (f"{bound} at K = {last['K']}: {last[f'{bound}_nll']:.3f}; it moved {step:+.3f} ± "
+          f"{stderr:.3f} from K = {previous['K']}: {verdict}")
 
 
 def prior_samples_line(report: dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ class ModelConfig:
   """Static architecture of the sentence autoencoder (defaults: seed 000 §4.2, PTB).
 
   Every field carries its one-line doc (and source) in `metadata["doc"]`: the config's `model`
-  block (launch/configs/base.py), `launch.train --help` and docs/cli.md are built from these fields
+  block (mimtext/config.py), `launch.train --help` and docs/cli.md are built from these fields
   and their defaults. A field with `metadata["derived"]` is no config field:
   `experiment.model_config` sets it, from what that text says.
   """

@@ -33,7 +33,7 @@ class ObjectiveConfig:
   """An objective (`name`) over a model, with the knobs the literature uses against collapse.
 
   Every field carries its one-line doc (and source) in `metadata["doc"]`: the config's `objective`
-  block (launch/configs/base.py), `launch.train --help` and docs/cli.md are built from these fields
+  block (mimtext/config.py), `launch.train --help` and docs/cli.md are built from these fields
   and their defaults. `model` (`metadata["derived"]`) is no config field.
 
   kl_schedule: "constant" (β = kl_weight), "linear" (β rises from 0 to kl_weight over

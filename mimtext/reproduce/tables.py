@@ -185,7 +185,7 @@ def _smim_paper(dim: int, melbo_nll: float, melbo_ppl: float, bleu: float) -> di
 # Stopping: the configs' own schedule (lr × 0.25 after 2 validations without improvement, seed 000
 # §4.2) ends training after 4 validations without a new best, i.e. two learning-rate cuts that
 # brought nothing (the official code's "until lr < 1e-8" would add ~6 more cuts of a rate already
-# 16x smaller); 40 epochs (base.py) is the cap.
+# 16x smaller); 40 epochs (mimtext/config.py) is the cap.
 #
 # Precision: bfloat16 matmuls (parameters, gates, softmax and accumulation stay float32), accepted
 # by the `precision_ab` table (docs/results/precision_ab.md): after 2 epochs of ptb_smim_128 its

@@ -1,6 +1,7 @@
-"""The default experiment configuration; every `*.flags` file in this folder overrides it.
+"""The default experiment configuration; every `launch/configs/*.flags` file overrides it.
 
-Run any experiment from the repository root:
+It lives in the library, so that `mimtext.api`, `mimtext.evaluation.runner` and the launch scripts
+share one set of defaults. Run any experiment from the repository root:
 
   python -m launch.train --flagfile=launch/configs/NAME.flags --workdir=DIR [--config.FIELD=VALUE]
 
