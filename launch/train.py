@@ -18,6 +18,7 @@ from mimtext import checkpoint as checkpoint_lib
 from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import resources
+from mimtext import run_control
 from mimtext import train as train_lib
 
 _CONFIG = common.define_config_flag(
@@ -84,9 +85,9 @@ def main(argv):
 # A refused config or resume, a locked workdir, an unreadable checkpoint, a diverged or interrupted
 # run: each message says what happened and what to do, so it is printed as one line.
 TRAIN_ERRORS = common.USER_ERRORS + (
-    experiment.ConfigError, checkpoint_lib.CheckpointError, train_lib.WorkdirLockedError,
-    train_lib.WorkdirError,
-    train_lib.NonFiniteLossError, train_lib.TrainingInterrupted)
+    experiment.ConfigError, checkpoint_lib.CheckpointError, run_control.WorkdirLockedError,
+    run_control.WorkdirError,
+    train_lib.NonFiniteLossError, run_control.TrainingInterrupted)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,12 @@ Along the data flow: `build_training_setup` turns a config into a mesh, an optim
 (`mimtext.optim`) and a replicated initial state; `make_train_step` / `make_eval_step` jit the
 steps; `train_and_evaluate` runs the loop, which steers the learning rate and stopping with
 `mimtext.optim`'s schedules and tells what happens through a `mimtext.reporting.Reporter` (log
-lines, metrics.jsonl, TensorBoard).
+lines, metrics.jsonl, TensorBoard). The run holds its workdir's lock and turns SIGTERM / SIGINT
+into a saved stop through `mimtext.run_control`.
+
+The loop's helpers take its state explicitly: a `LoopContext` (what the loop uses but never
+replaces: config, checkpointer, reporter, pipelines, schedules, jitted steps) and a `LoopState`
+(what it changes: train state, step, epoch, input iterator, fallback snapshots).
 """
 
 from __future__ import annotations
@@ -17,11 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
-import signal
-import socket
-import threading
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -39,6 +40,7 @@ from mimtext import objectives
 from mimtext import optim
 from mimtext import reporting
 from mimtext import resources
+from mimtext import run_control
 from mimtext.data import corpus as corpus_lib
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
@@ -59,37 +61,6 @@ class TrainState(NamedTuple):
 
 class NonFiniteLossError(FloatingPointError):
   """The loss or gradient became NaN/inf; the offending update was not applied."""
-
-
-class TrainingInterrupted(RuntimeError):
-  """SIGTERM or SIGINT arrived; the current step was finished and saved before this was raised."""
-
-
-class WorkdirLockedError(RuntimeError):
-  """Another live trainer holds the lock file of the workdir."""
-
-
-class WorkdirError(OSError):
-  """The workdir cannot hold a run: it is a file, or it cannot be created or written."""
-
-
-def prepare_workdir(workdir: str) -> bool:
-  """Creates `workdir` (and its parents) if needed and checks it can be written; returns whether
-  it was created. Raises WorkdirError in one line naming the path and the cause."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise WorkdirError(f"--workdir={workdir} is a file, not a directory; pass a directory (it is "
-                       "created if absent)")
-  created = not os.path.exists(workdir)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w", encoding="utf-8"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise WorkdirError(f"--workdir={workdir} cannot be written ({e.strerror or e}); a training "
-                       "run writes its checkpoints there: pass a writable directory") from None
-  return created
 
 
 # ----------------------------------------------------------------------------- mesh and steps
@@ -294,110 +265,6 @@ def build_training_setup(config: ml_collections.ConfigDict, vocab_size: int,
                        init_state(config, model_cfg, optimizer, mesh))
 
 
-# ----------------------------------------------------------------------------- workdir lock, signals
-
-
-LOCK_FILE = "train.lock"
-
-
-class WorkdirLock:
-  """An exclusive lock file `workdir/train.lock` holding the owner's pid and hostname.
-
-  `acquire` creates it with O_EXCL. A lock left by a dead process of this host is taken over (with
-  a warning); a lock of a live process, or of another host (whose pid cannot be checked), is
-  refused with `WorkdirLockedError`. `release` removes it only while it is still ours.
-  """
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, LOCK_FILE)
-    self.owner = {"pid": os.getpid(), "hostname": socket.gethostname()}
-    self.held = False
-
-  def _read(self) -> dict | None:
-    try:
-      with open(self.path, encoding="utf-8") as f:
-        return json.load(f)
-    except (OSError, ValueError):
-      return None
-
-  def acquire(self) -> None:
-    for _ in range(3):
-      try:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-      except FileExistsError:
-        holder = self._read()
-        if holder is not None and not self._is_stale(holder):
-          raise WorkdirLockedError(
-              f"{os.path.dirname(self.path)} is in use by another trainer (pid {holder.get('pid')} "
-              f"on {holder.get('hostname')}, lock file {self.path}); wait for it, use another "
-              "--workdir, or delete the lock file if that process is gone") from None
-        logging.warning("taking over the stale lock %s of %s (that process is gone)", self.path,
-                        holder or "an unreadable owner")
-        try:
-          os.remove(self.path)
-        except FileNotFoundError:
-          pass
-        continue
-      with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(self.owner, f)
-      self.held = True
-      return
-    raise WorkdirLockedError(f"could not take the lock file {self.path}; another trainer races")
-
-  def _is_stale(self, holder: dict) -> bool:
-    if holder.get("hostname") != self.owner["hostname"]:
-      return False
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-      return True
-    if pid == self.owner["pid"]:
-      return False
-    try:
-      os.kill(pid, 0)
-    except ProcessLookupError:
-      return True
-    except PermissionError:
-      return False
-    return False
-
-  def release(self) -> None:
-    if self.held and self._read() == self.owner:
-      os.remove(self.path)
-    self.held = False
-
-
-@contextlib.contextmanager
-def _stop_signals():
-  """Within the block, SIGTERM and SIGINT only record their name in the yielded list (main thread
-  only; elsewhere the list stays empty): the loop finishes its step, saves and stops. A second
-  signal is acknowledged ("already stopping"), a third raises TrainingInterrupted at once. The
-  previous handlers come back on exit."""
-  received: list[str] = []
-  if threading.current_thread() is not threading.main_thread():
-    yield received
-    return
-
-  def handler(signum, frame):
-    del frame
-    name = signal.Signals(signum).name
-    received.append(name)
-    if len(received) == 1:
-      logging.warning("%s received: finishing the current step, then saving and stopping", name)
-    elif len(received) == 2:  # e.g. a second Ctrl-C, or SIGTERM sent to a whole process group
-      logging.warning("%s received: already stopping (the step is being saved); a third signal "
-                      "stops at once without saving", name)
-    else:
-      raise TrainingInterrupted(f"{name} received a third time: stopped at once without saving; "
-                                "rerun the same command to resume from the newest checkpoint")
-
-  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    yield received
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -417,32 +284,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Guarantees: a refused resume writes nothing (every condition is checked and the checkpoint is
   restored before `config.json` is written); the last validation is always a checkpoint with its
   criterion; every saved checkpoint has finite parameters; SIGTERM / SIGINT finish the current
-  step, save it and raise `TrainingInterrupted`; a second trainer on the same workdir is refused.
+  step, save it and raise `TrainingInterrupted`; a second trainer on the same workdir is refused
+  (the workdir lock and the signals: `mimtext.run_control`).
   """
-  created = prepare_workdir(workdir)
-  lock = WorkdirLock(workdir)
-  if jax.process_index() == 0:
-    lock.acquire()
-  failed = True
-  try:
-    with _stop_signals() as signals:
-      result = _train_and_evaluate(config, workdir, signals)
-    failed = False
-    return result
-  finally:
-    lock.release()
-    if failed and jax.process_index() == 0:
-      _remove_if_empty(os.path.join(workdir, checkpoint_lib.CHECKPOINT_DIR))
-      if created:
-        _remove_if_empty(workdir)
-
-
-def _remove_if_empty(directory: str) -> None:
-  """A run that fails before its first save leaves no empty directories behind."""
-  try:
-    os.rmdir(directory)
-  except OSError:  # absent, or not empty: it holds something worth keeping
-    pass
+  with run_control.held_workdir(workdir, cleanup=(checkpoint_lib.CHECKPOINT_DIR,)), \
+      run_control.stop_signals() as signals:
+    return _train_and_evaluate(config, workdir, signals)
 
 
 def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, float]:
@@ -454,8 +301,92 @@ def _train_and_evaluate(config, workdir: str, signals: list[str]) -> dict[str, f
     return _train_loop(config, workdir, signals, ckpt, reporter)
 
 
+# A state the loop may fall back to: (step, a copy of the train state, the data state to save).
+Snapshot = tuple[int, TrainState, dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopContext:
+  """What the training loop uses but never replaces, built once before the first step.
+
+  `plateau` and `early` change as they are updated (their own state), `signals` as signals arrive
+  (`run_control.stop_signals`); the fields themselves stay the same objects for the whole run.
+  """
+  config: ml_collections.ConfigDict
+  workdir: str
+  signals: list[str]            # names of the stop signals received so far
+  ckpt: checkpoint_lib.Checkpointer
+  reporter: reporting.Reporter
+  mesh: Mesh
+  objective: str                # the objective's name, for error messages
+  train_pipe: pipeline_lib.BatchPipeline
+  valid_pipe: pipeline_lib.BatchPipeline
+  plateau: optim.PlateauSchedule
+  early: optim.EarlyStopping
+  train_step: Callable
+  eval_step: Callable
+  key: Array                    # the train steps' key (each step folds its step number in)
+  eval_key: Array
+  resuming: bool                # whether the run started from a checkpoint
+
+
+@dataclasses.dataclass
+class LoopState:
+  """The variables the training loop changes; every helper of the loop reads and writes them here.
+
+  `epoch` counts the epochs finished (the 0-based index of the one running); what is logged and
+  recorded numbers them from 1 (see mimtext.reporting). `data_iter` is the input iterator of the
+  running epoch, None between epochs (the next save or epoch opens it). `snapshots` holds the
+  states at the start of the previous and the current log window (copies: the train step donates
+  its input): the last states known to have a finite loss and finite parameters.
+  """
+  state: TrainState
+  step: int
+  epoch: int
+  data_iter: Any = None
+  snapshots: list[Snapshot] = dataclasses.field(default_factory=list)
+
+
 def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.Checkpointer,
                 reporter: reporting.Reporter) -> dict[str, float]:
+  """Trains from a fresh or resumed state until a stopping rule holds; returns the last
+  validation metrics ({} if a rule holds before the first step).
+
+  Each round trains to the end of the epoch (or to a stopping rule), then validates and saves
+  (`_validate`). Stopping by a rule writes `stopped.json`; a stop signal raises
+  `TrainingInterrupted` after saving.
+  """
+  ctx, loop = _start_loop(config, workdir, signals, ckpt, reporter)
+  last_valid: dict[str, float] = {}
+  _snapshot(ctx, loop)
+  reason = _round_stop_reason(ctx, loop)
+  while reason is None:
+    reason = _train_epoch(ctx, loop)
+    last_valid = _validate(ctx, loop, reason)
+    if reason is None:
+      reason = _round_stop_reason(ctx, loop)
+  logging.info("training stopped at step %d: %s", loop.step, reason)
+  checkpoint_lib.save_json(workdir, STOP_FILE, stop_record(loop.step, loop.epoch, reason))
+  return last_valid
+
+
+def _round_stop_reason(ctx: LoopContext, loop: LoopState) -> str | None:
+  """Why no further round of training starts: a step, epoch or time limit, or early stopping."""
+  return (_stop_reason(loop.step, loop.epoch, ctx.config, ctx.reporter.elapsed())
+          or ctx.early.stop_reason())
+
+
+def _start_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.Checkpointer,
+                reporter: reporting.Reporter) -> tuple[LoopContext, LoopState]:
+  """Builds everything the loop needs, fresh or resumed from the latest checkpoint of `ckpt`.
+
+  Every resume condition is checked and the checkpoint restored before anything is written; only
+  then the reporter starts and process 0 removes `stopped.json` and writes `vocab.txt` and
+  `config.json`.
+
+  Returns:
+    The loop's fixed context and its state at the step training continues from.
+  """
   vocab_path = os.path.join(workdir, "vocab.txt")
   resuming = ckpt.latest_step() is not None
   saved_config = None
@@ -467,9 +398,10 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
 
   setup = build_training_setup(config, corpus.vocab.size,
                                max(len(ids) for ids in corpus.splits["train"].ids))
-  mesh, obj_cfg, state, opt = setup.mesh, setup.obj_cfg, setup.state, config.optimizer
-  logging.info("model: %s parameters; corpus %s: %s", f"{sentence_ae.count_params(state.params):,}",
-               corpus.name, {k: len(s.ids) for k, s in corpus.splits.items()})
+  mesh, state, opt = setup.mesh, setup.state, config.optimizer
+  logging.info("model: %s parameters; corpus %s: %s",
+               f"{sentence_ae.count_params(state.params):,}", corpus.name,
+               {k: len(s.ids) for k, s in corpus.splits.items()})
 
   train_pipe = make_pipeline(corpus.splits["train"], config, train=True, seed=config.seed)
   valid_split = corpus.splits["valid"]
@@ -478,43 +410,11 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
   valid_pipe = make_pipeline(valid_split, config, train=False, seed=config.seed)
   plateau = optim.PlateauSchedule(opt.plateau_factor, opt.plateau_patience)
   early = optim.EarlyStopping(config.get("early_stopping_patience", 0))
-  # `epoch` counts the epochs finished (0-based index of the one running); what is logged and
-  # recorded numbers them from 1 (see mimtext.reporting).
   epoch, data_iter = 0, None
   if resuming:
     experiment.check_vocabulary_matches(ckpt, "latest", corpus.vocab.size, vocab_path)
-    restored = ckpt.restore("latest", params_template=state.params,
-                            opt_state_template=state.opt_state)
-    state = replicate(TrainState(jnp.asarray(restored["step"], jnp.int32), restored["params"],
-                                 restored["opt_state"]), mesh)
-    data_state = restored["data_state"]
-    try:
-      data_iter, epoch = train_pipe.restore(data_state["pipeline"])
-    except ValueError as e:
-      raise experiment.ConfigError(f"cannot resume {workdir}: {e}; resume with the flags in its "
-                       "config.json or use another --workdir") from None
-    except (KeyError, TypeError, AttributeError, IndexError) as e:
-      raise checkpoint_lib.CheckpointError(
-          f"checkpoint step {restored['step']} is corrupt: its data_state "
-          f"({ckpt.directory}/{restored['step']}/data_state) holds no input pipeline state this "
-          f"run can resume ({type(e).__name__}: {e}); restore the directory from a copy or use "
-          "another --workdir") from None
-    plateau = optim.PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
-                                               data_state.get("plateau"))
-    early = optim.EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),
-                                           best=plateau.best)
-    reporter.restore_window(data_state.get("window"))
-    saved_lr = experiment.saved_value(saved_config, "optimizer.learning_rate")
-    if saved_lr is not None and saved_lr != opt.learning_rate:
-      state = state._replace(opt_state=optim.with_learning_rate(state.opt_state,
-                                                                opt.learning_rate))
-      logging.info("--config.optimizer.learning_rate=%.3g differs from the run's %.3g: the "
-                   "learning rate is now %.3g (it was %.3g at step %d)", opt.learning_rate,
-                   saved_lr, opt.learning_rate,
-                   float(restored["opt_state"].hyperparams["learning_rate"]), restored["step"])
-    _log_changed_schedules(config, saved_config, plateau, early, restored["step"])
-    logging.info("resumed from step %d in %s; training goes on in epoch %s", restored["step"],
-                 workdir, reporter.epoch_label(epoch + 1))
+    state, data_iter, epoch, plateau, early = _resume(config, workdir, saved_config, ckpt,
+                                                      reporter, state, mesh, train_pipe, early)
   step = int(state.step)
   # Only now, with every resume condition checked, write: metrics.jsonl and the event files keep
   # the records up to the step training continues from (a fresh run: none), config.json describes
@@ -527,144 +427,248 @@ def _train_loop(config, workdir: str, signals: list[str], ckpt: checkpoint_lib.C
     checkpoint_lib.save_json(workdir, "config.json", config.to_dict())
 
   train_step, eval_step = setup.make_train_step(), setup.make_eval_step()
-  key = jax.random.PRNGKey(config.seed + 1)
-  eval_key = jax.random.PRNGKey(config.seed + 2)
-  last_valid: dict[str, float] = {}
+  ctx = LoopContext(
+      config=config, workdir=workdir, signals=signals, ckpt=ckpt, reporter=reporter, mesh=mesh,
+      objective=setup.obj_cfg.name, train_pipe=train_pipe, valid_pipe=valid_pipe,
+      plateau=plateau, early=early, train_step=train_step, eval_step=eval_step,
+      key=jax.random.PRNGKey(config.seed + 1), eval_key=jax.random.PRNGKey(config.seed + 2),
+      resuming=resuming)
+  return ctx, LoopState(state=state, step=step, epoch=epoch, data_iter=data_iter)
 
-  def data_state_now() -> dict:
-    nonlocal data_iter
-    if data_iter is None:
-      data_iter = train_pipe.epoch(epoch)
-    return {"pipeline": train_pipe.state(data_iter, epoch), "plateau": plateau.state(),
-            "early_stopping": early.state(), "window": reporter.window_state()}
 
-  # The states at the start of the previous and the current log window (copies: the train step
-  # donates its input): the last states known to have a finite loss and finite parameters.
-  snapshots: list[tuple[int, TrainState, dict]] = []
+def _resume(config, workdir: str, saved_config: dict, ckpt: checkpoint_lib.Checkpointer,
+            reporter: reporting.Reporter, template: TrainState, mesh: Mesh,
+            train_pipe: pipeline_lib.BatchPipeline, early: optim.EarlyStopping
+            ) -> tuple[TrainState, Any, int, optim.PlateauSchedule, optim.EarlyStopping]:
+  """Restores the latest checkpoint: the train state (replicated over `mesh`, shaped as
+  `template`), the position of `train_pipe`, the schedules (with `early`'s patience, this
+  invocation's) and the reporter's open log window. A learning rate or schedule that `config`
+  changes from `saved_config` (the run's config.json) is applied and logged.
 
-  def snapshot():
-    snapshots.append((step, _copy_tree(state), data_state_now()))
-    del snapshots[:-2]
+  Returns:
+    (state, data_iter, epoch, plateau, early): the replicated train state, the input iterator and
+    0-based index of the epoch to go on with, and the schedules with their restored counts.
 
-  def save(metrics: dict[str, float]) -> int:
-    """Saves the current state at `step` (the loop saves each step at most once: a periodic save
-    that a validation follows at the same step is left to the validation); returns the step."""
-    if not _tree_all_finite(state.params):
-      raise NonFiniteLossError(f"parameters at step {step} are not all finite; not saved")
-    ckpt.save(step, params=state.params, opt_state=state.opt_state, data_state=data_state_now(),
-              metrics=metrics)
-    return step
+  Raises:
+    experiment.ConfigError: the pipeline state does not fit this invocation's data flags.
+    checkpoint_lib.CheckpointError: the checkpoint's data state is unreadable.
+  """
+  opt = config.optimizer
+  restored = ckpt.restore("latest", params_template=template.params,
+                          opt_state_template=template.opt_state)
+  state = replicate(TrainState(jnp.asarray(restored["step"], jnp.int32), restored["params"],
+                               restored["opt_state"]), mesh)
+  data_state = restored["data_state"]
+  try:
+    data_iter, epoch = train_pipe.restore(data_state["pipeline"])
+  except ValueError as e:
+    raise experiment.ConfigError(f"cannot resume {workdir}: {e}; resume with the flags in its "
+                     "config.json or use another --workdir") from None
+  except (KeyError, TypeError, AttributeError, IndexError) as e:
+    raise checkpoint_lib.CheckpointError(
+        f"checkpoint step {restored['step']} is corrupt: its data_state "
+        f"({ckpt.directory}/{restored['step']}/data_state) holds no input pipeline state this "
+        f"run can resume ({type(e).__name__}: {e}); restore the directory from a copy or use "
+        "another --workdir") from None
+  plateau = optim.PlateauSchedule.from_state(opt.plateau_factor, opt.plateau_patience,
+                                             data_state.get("plateau"))
+  early = optim.EarlyStopping.from_state(early.patience, data_state.get("early_stopping"),
+                                         best=plateau.best)
+  reporter.restore_window(data_state.get("window"))
+  saved_lr = experiment.saved_value(saved_config, "optimizer.learning_rate")
+  if saved_lr is not None and saved_lr != opt.learning_rate:
+    state = state._replace(opt_state=optim.with_learning_rate(state.opt_state,
+                                                              opt.learning_rate))
+    logging.info("--config.optimizer.learning_rate=%.3g differs from the run's %.3g: the "
+                 "learning rate is now %.3g (it was %.3g at step %d)", opt.learning_rate,
+                 saved_lr, opt.learning_rate,
+                 float(restored["opt_state"].hyperparams["learning_rate"]), restored["step"])
+  _log_changed_schedules(config, saved_config, plateau, early, restored["step"])
+  logging.info("resumed from step %d in %s; training goes on in epoch %s", restored["step"],
+               workdir, reporter.epoch_label(epoch + 1))
+  return state, data_iter, epoch, plateau, early
 
-  def save_last_good(bad_first: int) -> str:
-    """Saves the newest snapshot whose own loss was finite (one taken before `bad_first`)."""
-    good = [s for s in snapshots if s[0] < bad_first - 1]
-    if not good:
-      return "nothing was saved"
-    good_step, good_state, good_data = good[-1]
-    latest = ckpt.latest_step()
-    if latest is not None and good_step <= latest:
-      return f"the newest checkpoint on disk is step {latest}"
-    if not _tree_all_finite(good_state.params):
-      return "nothing was saved (the last kept state is not finite)"
-    ckpt.save(good_step, params=good_state.params, opt_state=good_state.opt_state,
-              data_state=good_data, metrics={"valid_criterion": float("nan")})
-    return f"the last good state was saved at step {good_step}"
 
-  def flush_window(compile_seconds: float | None = None):
-    """Logs the mean metrics of the steps since the last line (the first step alone, with its
-    compile time, so a first progress line appears as soon as training runs); a non-finite step
-    among them saves the last good state and raises."""
-    if not reporter.pending:
-      return
-    window = reporter.summarize_window(step)
-    if window.non_finite:
-      where = save_last_good(window.non_finite[0])
-      raise NonFiniteLossError(
-          f"non-finite loss, gradient or parameters at step(s) {window.non_finite[:5]} (objective "
-          f"{obj_cfg.name}); those updates were skipped and {where} in {workdir}. "
-          "Lower the learning rate, set optimizer.clip_norm, or check the data.")
-    # Inside the loop `epoch` is the 0-based index of the epoch the step belongs to.
-    reporter.log_train(step, epoch + 1, optim.learning_rate(state.opt_state), window.means,
-                       compile_seconds)
-    snapshot()
+def _train_epoch(ctx: LoopContext, loop: LoopState) -> str | None:
+  """Trains on the rest of the running epoch, or until a stopping rule holds; returns the rule's
+  reason, or None at the end of the epoch.
 
-  def interrupted():
-    # The steps since the last progress line are saved with the checkpoint, not logged: the
-    # resumed run logs the same records (same windows) as an uninterrupted one. A non-finite
-    # step among them is reported now, as at any progress line.
-    if reporter.pending and reporter.summarize_window(step).non_finite:
-      flush_window()
-    latest = ckpt.latest_step()
-    saved_step = latest if latest == step else save({"valid_criterion": float("nan")})
-    message = (f"{signals[0]} received: stopped after step {saved_step} and saved it in "
-               f"{ckpt.directory}; rerun the same command to resume")
-    logging.warning("%s", message)
-    raise TrainingInterrupted(message)
+  Logs a progress line every `log_every_steps` steps, saves every `checkpoint_every_steps`
+  (except at the epoch's last step, which the validation saves), and stops at once on a signal.
+  """
+  config = ctx.config
+  if loop.data_iter is None:
+    loop.data_iter = ctx.train_pipe.epoch(loop.epoch)
+  for batch in loop.data_iter:
+    _train_step(ctx, loop, batch)
+    if ctx.signals:
+      _interrupted(ctx, loop)
+    if loop.step % config.log_every_steps == 0:
+      _flush_window(ctx, loop)
+    reason = _stop_reason(loop.step, loop.epoch, config, ctx.reporter.elapsed())
+    if reason:
+      return reason
+    # A validation (and its save) follows at once at the end of the epoch: the periodic save
+    # is left to it, since one step is saved once.
+    if (config.checkpoint_every_steps and loop.step % config.checkpoint_every_steps == 0
+        and not _iterator_exhausted(loop.data_iter)):
+      _flush_window(ctx, loop)
+      _save(ctx, loop, {"valid_criterion": float("nan")})
+  return None
 
-  snapshot()
-  reason = _stop_reason(step, epoch, config, reporter.elapsed()) or early.stop_reason()
-  while reason is None:
-    if data_iter is None:
-      data_iter = train_pipe.epoch(epoch)
-    for batch in data_iter:
-      tokens = int(np.sum((batch["lengths"] - 1) * batch["valid"])) * jax.process_count()
-      step_start = time.perf_counter()
-      state, metrics = train_step(state, shard_batch(batch, mesh), key)
-      step += 1
-      reporter.add_step(metrics, tokens)
-      if not reporter.compiled:
-        # The first step compiles: leave it out of the throughput and ETA clocks. A fresh run logs
-        # it alone at once; a resumed one keeps it in its window, so that metrics.jsonl holds the
-        # same records as a run that never stopped.
-        jax.block_until_ready(metrics)
-        compile_seconds = time.perf_counter() - step_start
-        if resuming:
-          logging.info("step %d: first step after resuming (compilation) %.1f s", step,
-                       compile_seconds)
-        else:
-          flush_window(compile_seconds=compile_seconds)
-        reporter.mark_compiled(step)
-      if signals:
-        interrupted()
-      if step % config.log_every_steps == 0:
-        flush_window()
-      reason = _stop_reason(step, epoch, config, reporter.elapsed())
-      if reason:
-        break
-      # A validation (and its save) follows at once at the end of the epoch: the periodic save
-      # is left to it, since one step is saved once.
-      if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-          and not _iterator_exhausted(data_iter)):
-        flush_window()
-        save({"valid_criterion": float("nan")})
-    flush_window()
-    epoch_done = reason is None or _iterator_exhausted(data_iter)
-    if epoch_done:
-      epoch += 1
-      data_iter = None
-    last_valid = validation_metrics(eval_step, state.params, valid_pipe, mesh, eval_key)
-    if plateau.update(last_valid["criterion"]):
-      new_lr = optim.learning_rate(state.opt_state) * plateau.factor
-      state = state._replace(opt_state=optim.with_learning_rate(state.opt_state, new_lr))
-      logging.info("no validation improvement for %s: learning rate → %.3g",
-                   reporting.plural(plateau.patience, "epoch"), new_lr)
-    # 1-based: the epoch just finished (`epoch` after the increment), or the one stopped in.
-    reporter.log_validation(step, epoch if epoch_done else epoch + 1, last_valid,
-                            end_of_epoch=epoch_done)
-    if early.update(last_valid["criterion"]):
-      logging.info("early stopping: no validation improvement for %s (best criterion %.4f)",
-                   reporting.plural(early.bad_validations, "validation"), early.best)
-    save({"valid_criterion": last_valid["criterion"]})
-    if snapshots and snapshots[-1][0] == step:
-      snapshots.pop()  # the plateau may have changed the learning rate: take a fresh snapshot
-    snapshot()
-    if signals:
-      interrupted()
-    if reason is None:
-      reason = _stop_reason(step, epoch, config, reporter.elapsed()) or early.stop_reason()
-  logging.info("training stopped at step %d: %s", step, reason)
-  checkpoint_lib.save_json(workdir, STOP_FILE, stop_record(step, epoch, reason))
-  return last_valid
+
+def _train_step(ctx: LoopContext, loop: LoopState, batch: dict[str, np.ndarray]) -> None:
+  """Runs one train step on `batch` (this process's rows) and adds its metrics to the window."""
+  tokens = int(np.sum((batch["lengths"] - 1) * batch["valid"])) * jax.process_count()
+  step_start = time.perf_counter()
+  loop.state, metrics = ctx.train_step(loop.state, shard_batch(batch, ctx.mesh), ctx.key)
+  loop.step += 1
+  ctx.reporter.add_step(metrics, tokens)
+  if not ctx.reporter.compiled:
+    # The first step compiles: leave it out of the throughput and ETA clocks. A fresh run logs
+    # it alone at once; a resumed one keeps it in its window, so that metrics.jsonl holds the
+    # same records as a run that never stopped.
+    jax.block_until_ready(metrics)
+    compile_seconds = time.perf_counter() - step_start
+    if ctx.resuming:
+      logging.info("step %d: first step after resuming (compilation) %.1f s", loop.step,
+                   compile_seconds)
+    else:
+      _flush_window(ctx, loop, compile_seconds=compile_seconds)
+    ctx.reporter.mark_compiled(loop.step)
+
+
+def _validate(ctx: LoopContext, loop: LoopState, reason: str | None) -> dict[str, float]:
+  """Ends a round of training: logs the open window, validates, steps the plateau schedule and
+  early stopping, and saves the step with its criterion; returns the validation metrics.
+
+  Args:
+    ctx: the loop's context.
+    loop: the loop's state; the epoch counts as finished (`loop.epoch` + 1) if `reason` is None
+      or its input is exhausted.
+    reason: why training stopped within the epoch (`_train_epoch`), or None at its end.
+  """
+  _flush_window(ctx, loop)
+  epoch_done = reason is None or _iterator_exhausted(loop.data_iter)
+  if epoch_done:
+    loop.epoch += 1
+    loop.data_iter = None
+  valid = validation_metrics(ctx.eval_step, loop.state.params, ctx.valid_pipe, ctx.mesh,
+                             ctx.eval_key)
+  if ctx.plateau.update(valid["criterion"]):
+    new_lr = optim.learning_rate(loop.state.opt_state) * ctx.plateau.factor
+    loop.state = loop.state._replace(opt_state=optim.with_learning_rate(loop.state.opt_state,
+                                                                        new_lr))
+    logging.info("no validation improvement for %s: learning rate → %.3g",
+                 reporting.plural(ctx.plateau.patience, "epoch"), new_lr)
+  # 1-based: the epoch just finished (`epoch` after the increment), or the one stopped in.
+  ctx.reporter.log_validation(loop.step, loop.epoch if epoch_done else loop.epoch + 1, valid,
+                              end_of_epoch=epoch_done)
+  if ctx.early.update(valid["criterion"]):
+    logging.info("early stopping: no validation improvement for %s (best criterion %.4f)",
+                 reporting.plural(ctx.early.bad_validations, "validation"), ctx.early.best)
+  _save(ctx, loop, {"valid_criterion": valid["criterion"]})
+  if loop.snapshots and loop.snapshots[-1][0] == loop.step:
+    loop.snapshots.pop()  # the plateau may have changed the learning rate: take a fresh snapshot
+  _snapshot(ctx, loop)
+  if ctx.signals:
+    _interrupted(ctx, loop)
+  return valid
+
+
+def _data_state(ctx: LoopContext, loop: LoopState) -> dict:
+  """The data state a checkpoint of the current step holds: the input pipeline's position (the
+  next epoch's iterator is opened if none is), the schedules and the open log window."""
+  if loop.data_iter is None:
+    loop.data_iter = ctx.train_pipe.epoch(loop.epoch)
+  return {"pipeline": ctx.train_pipe.state(loop.data_iter, loop.epoch),
+          "plateau": ctx.plateau.state(), "early_stopping": ctx.early.state(),
+          "window": ctx.reporter.window_state()}
+
+
+def _snapshot(ctx: LoopContext, loop: LoopState) -> None:
+  """Keeps a copy of the current state (and its data state) as the newest of two snapshots."""
+  loop.snapshots.append((loop.step, _copy_tree(loop.state), _data_state(ctx, loop)))
+  del loop.snapshots[:-2]
+
+
+def _save(ctx: LoopContext, loop: LoopState, metrics: dict[str, float]) -> int:
+  """Saves the current state at `loop.step` (the loop saves each step at most once: a periodic
+  save that a validation follows at the same step is left to the validation); returns the step.
+
+  Raises:
+    NonFiniteLossError: the parameters are not all finite (nothing is saved).
+  """
+  if not _tree_all_finite(loop.state.params):
+    raise NonFiniteLossError(f"parameters at step {loop.step} are not all finite; not saved")
+  ctx.ckpt.save(loop.step, params=loop.state.params, opt_state=loop.state.opt_state,
+                data_state=_data_state(ctx, loop), metrics=metrics)
+  return loop.step
+
+
+def _save_last_good(ctx: LoopContext, loop: LoopState, bad_first: int) -> str:
+  """Saves the newest snapshot whose own loss was finite (one taken before `bad_first`); returns
+  what is on disk now, in words for the error message."""
+  good = [s for s in loop.snapshots if s[0] < bad_first - 1]
+  if not good:
+    return "nothing was saved"
+  good_step, good_state, good_data = good[-1]
+  latest = ctx.ckpt.latest_step()
+  if latest is not None and good_step <= latest:
+    return f"the newest checkpoint on disk is step {latest}"
+  if not _tree_all_finite(good_state.params):
+    return "nothing was saved (the last kept state is not finite)"
+  ctx.ckpt.save(good_step, params=good_state.params, opt_state=good_state.opt_state,
+                data_state=good_data, metrics={"valid_criterion": float("nan")})
+  return f"the last good state was saved at step {good_step}"
+
+
+def _flush_window(ctx: LoopContext, loop: LoopState, compile_seconds: float | None = None
+                  ) -> None:
+  """Logs the mean metrics of the steps since the last line (the first step alone, with its
+  compile time, so a first progress line appears as soon as training runs); a non-finite step
+  among them saves the last good state and raises.
+
+  Raises:
+    NonFiniteLossError: a step of the window had a non-finite loss, gradient or parameters.
+  """
+  reporter = ctx.reporter
+  if not reporter.pending:
+    return
+  window = reporter.summarize_window(loop.step)
+  if window.non_finite:
+    where = _save_last_good(ctx, loop, window.non_finite[0])
+    raise NonFiniteLossError(
+        f"non-finite loss, gradient or parameters at step(s) {window.non_finite[:5]} (objective "
+        f"{ctx.objective}); those updates were skipped and {where} in {ctx.workdir}. "
+        "Lower the learning rate, set optimizer.clip_norm, or check the data.")
+  # Inside the loop `epoch` is the 0-based index of the epoch the step belongs to.
+  reporter.log_train(loop.step, loop.epoch + 1, optim.learning_rate(loop.state.opt_state),
+                     window.means, compile_seconds)
+  _snapshot(ctx, loop)
+
+
+def _interrupted(ctx: LoopContext, loop: LoopState) -> None:
+  """Saves the current step (unless it is already the newest checkpoint) and stops.
+
+  Raises:
+    run_control.TrainingInterrupted: always, naming the signal and the step saved.
+    NonFiniteLossError: a step since the last progress line was not finite.
+  """
+  # The steps since the last progress line are saved with the checkpoint, not logged: the
+  # resumed run logs the same records (same windows) as an uninterrupted one. A non-finite
+  # step among them is reported now, as at any progress line.
+  if ctx.reporter.pending and ctx.reporter.summarize_window(loop.step).non_finite:
+    _flush_window(ctx, loop)
+  latest = ctx.ckpt.latest_step()
+  if latest == loop.step:
+    saved_step = latest
+  else:
+    saved_step = _save(ctx, loop, {"valid_criterion": float("nan")})
+  message = (f"{ctx.signals[0]} received: stopped after step {saved_step} and saved it in "
+             f"{ctx.ckpt.directory}; rerun the same command to resume")
+  logging.warning("%s", message)
+  raise run_control.TrainingInterrupted(message)
 
 
 # Why the last invocation of training stopped (`stop_record`), written when it stops by a rule

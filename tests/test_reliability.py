@@ -23,6 +23,7 @@ from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import optim
 from mimtext import reporting
+from mimtext import run_control
 from mimtext import train as train_lib
 from conftest import run_subprocess, subprocess_timeout, timeout_message
 
@@ -127,7 +128,7 @@ def test_a_diverging_run_saves_only_finite_parameters_whose_loss_was_finite(tmp_
   assert "the last good state was saved at step" in message, message
   saved = int(message.split("saved at step ")[1].split()[0])
   assert saved == steps[-1] and saved < first_bad - 1, message
-  assert not os.path.exists(os.path.join(workdir, train_lib.LOCK_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_control.LOCK_FILE))
 
 
 # ------------------------------------------------------------------------------------------- 3
@@ -162,7 +163,7 @@ def test_a_refused_resume_names_the_flag_and_leaves_config_json_alone(four_steps
     train_lib.train_and_evaluate(_config(max_steps=8, **fields), workdir)
   assert "\n" not in str(info.value)
   assert pathlib.Path(workdir, "config.json").read_bytes() == before
-  assert not os.path.exists(os.path.join(workdir, train_lib.LOCK_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_control.LOCK_FILE))
 
 
 # ------------------------------------------------------------------------------------------- 4
@@ -198,12 +199,12 @@ def test_metrics_writer_writes_whole_lines(tmp_path):
 
 def test_a_live_lock_is_refused_and_a_stale_one_taken_over(four_steps, tmp_path):
   workdir = _copy(four_steps, tmp_path)
-  lock = os.path.join(workdir, train_lib.LOCK_FILE)
+  lock = os.path.join(workdir, run_control.LOCK_FILE)
   import socket
   with open(lock, "w", encoding="utf-8") as f:
     json.dump({"pid": os.getppid(), "hostname": socket.gethostname()}, f)
   before = pathlib.Path(workdir, "config.json").read_bytes()
-  with pytest.raises(train_lib.WorkdirLockedError, match=f"pid {os.getppid()}") as info:
+  with pytest.raises(run_control.WorkdirLockedError, match=f"pid {os.getppid()}") as info:
     train_lib.train_and_evaluate(_config(max_steps=6), workdir)
   assert "\n" not in str(info.value) and os.path.exists(lock)
   assert pathlib.Path(workdir, "config.json").read_bytes() == before
@@ -399,7 +400,7 @@ def test_sigterm_finishes_the_step_saves_and_exits_non_zero(tmp_path):
     latest = ckpt.latest_step()
   assert latest is not None and latest >= 1
   assert f"stopped after step {latest} and saved it" in stderr
-  assert not (workdir / train_lib.LOCK_FILE).exists()
+  assert not (workdir / run_control.LOCK_FILE).exists()
 
 
 def test_sigint_finishes_the_step_saves_and_raises(tmp_path, monkeypatch):
@@ -414,14 +415,14 @@ def test_sigint_finishes_the_step_saves_and_raises(tmp_path, monkeypatch):
 
   monkeypatch.setattr(reporting.Reporter, "mark_compiled", mark_compiled_then_interrupt)
   handler = signal.getsignal(signal.SIGINT)
-  with pytest.raises(train_lib.TrainingInterrupted) as info:
+  with pytest.raises(run_control.TrainingInterrupted) as info:
     train_lib.train_and_evaluate(_config(max_steps=100_000), workdir)
   assert str(info.value) == (f"SIGINT received: stopped after step 1 and saved it in {workdir}/"
                              "checkpoints; rerun the same command to resume")
   assert signal.getsignal(signal.SIGINT) is handler  # pytest's own handler is back
   with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
     assert ckpt.latest_step() == 1
-  assert not os.path.exists(os.path.join(workdir, train_lib.LOCK_FILE))
+  assert not os.path.exists(os.path.join(workdir, run_control.LOCK_FILE))
 
 
 # ------------------------------------------------------------------------------------------- 9
@@ -546,7 +547,7 @@ def test_an_interrupted_and_resumed_run_logs_the_records_of_an_uninterrupted_one
 
   with monkeypatch.context() as m:
     m.setattr(reporting.Reporter, "add_step", add_step_then_interrupt)
-    with pytest.raises(train_lib.TrainingInterrupted, match="stopped after step 6"):
+    with pytest.raises(run_control.TrainingInterrupted, match="stopped after step 6"):
       train_lib.train_and_evaluate(_config(**fields), stopped)
   assert [r["step"] for r in _records(stopped) if r["split"] == "train"] == [1, 4]
   train_lib.train_and_evaluate(_config(**fields), stopped)
@@ -569,7 +570,7 @@ def test_an_interrupted_and_resumed_run_logs_the_records_of_an_uninterrupted_one
 def test_a_workdir_that_is_a_file_or_not_writable_is_refused_in_one_line(tmp_path, monkeypatch):
   a_file = tmp_path / "a_file"
   a_file.write_text("x")
-  with pytest.raises(train_lib.WorkdirError, match=r"is a file, not a directory"):
+  with pytest.raises(run_control.WorkdirError, match=r"is a file, not a directory"):
     train_lib.train_and_evaluate(_config(max_steps=1), str(a_file))
   real_open = open
 
@@ -579,7 +580,7 @@ def test_a_workdir_that_is_a_file_or_not_writable_is_refused_in_one_line(tmp_pat
     return real_open(path, *args, **kwargs)
 
   monkeypatch.setattr("builtins.open", read_only_open)
-  with pytest.raises(train_lib.WorkdirError, match=r"cannot be written \(Permission denied\)"):
+  with pytest.raises(run_control.WorkdirError, match=r"cannot be written \(Permission denied\)"):
     train_lib.train_and_evaluate(_config(max_steps=1), str(tmp_path / "ro"))
   monkeypatch.undo()
   # The command line prints it in one line (launch.train is not imported here: its absl flags
@@ -641,7 +642,7 @@ def test_a_second_signal_while_stopping_is_acknowledged_and_the_step_is_saved(tm
     os.kill(os.getpid(), signal.SIGTERM)
 
   monkeypatch.setattr(reporting.Reporter, "mark_compiled", mark_compiled_then_interrupt_twice)
-  with pytest.raises(train_lib.TrainingInterrupted, match="stopped after step 1 and saved it"):
+  with pytest.raises(run_control.TrainingInterrupted, match="stopped after step 1 and saved it"):
     train_lib.train_and_evaluate(_config(max_steps=100_000), workdir)
   assert any("SIGTERM received: already stopping" in r.getMessage() for r in caplog.records)
   with checkpoint_lib.Checkpointer(workdir, best_metric="valid_criterion") as ckpt:
