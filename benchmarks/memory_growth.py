@@ -24,7 +24,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step_throughput as harness  # noqa: E402  (the shared config / data helpers)
