@@ -1,8 +1,9 @@
 """Evaluation throughput of mimtext (JAX): sentences per second of the bounds and of decoding.
 
-On the PTB test split (or its first `--max_sentences`), in batches of `--batch_size` (launch.evaluate's
-default 50; the evaluation pipeline: no shuffle, sentences in order of length, lengths padded to a
-multiple of 8, the last batch filled with filler rows), four measured functions, all the library's own:
+On the PTB test split (or its first `--max_sentences`), in batches of `--batch_size`
+(launch.evaluate's default 50; the evaluation pipeline: no shuffle, sentences in order of length,
+lengths padded to a multiple of 8, the last batch filled with filler rows), four measured functions,
+all the library's own:
 
 * elbo:   `bounds.sentence_terms(params, batch, key, obj_cfg, num_samples=10)`: the ELBO and MELBO
           ingredients (10 z draws per sentence, `iw_chunk` at a time), as `launch.evaluate`.

@@ -21,11 +21,11 @@ cross-entropy ignores `<pad>` targets.
 It is our own code (no original source was copied) and it is not part of the library: torch is
 imported by this module only, and only when the benchmark asks for the torch side.
 
-Architecture (seed 000 §4.2, mimtext `sentence_ae`): vocab v, embeddings e = 300, encoder GRU h = 512
-over the reversed words (`<eos>` never read; `<sos>` read last when `encoder_reads_sos`, as the
-official sMIM model.py and launch/configs/ptb_smim_128.flags), embedding dropout on the encoder and
-decoder inputs or (`embed_dropout_scope="decoder"`) on the decoder's only, mean / log-variance by
-linear maps (d = 128),
+Architecture (seed 000 §4.2, mimtext `sentence_ae`): vocab v, embeddings e = 300, encoder GRU
+h = 512 over the reversed words (`<eos>` never read; `<sos>` read last when `encoder_reads_sos`, as
+the official sMIM model.py and launch/configs/ptb_smim_128.flags), embedding dropout on the encoder
+and decoder inputs or (`embed_dropout_scope="decoder"`) on the decoder's only, mean / log-variance
+by linear maps (d = 128),
 log-variance clamped at −10, z = μ + σ ε; decoder GRU h = 512 whose input at every step is the
 previous token's embedding concatenated with z and whose initial state is a linear map of z; output
 projection to v. Loss: A-MIM, −mean_i [log p(x_i|z_i) + ½ (log q(z_i|x_i) + log N(z_i; 0, I))],

@@ -1,4 +1,5 @@
-"""Training throughput of one sMIM optimiser step at the PTB configuration: mimtext (JAX) vs PyTorch.
+"""Training throughput of one sMIM optimiser step at the PTB configuration: mimtext (JAX) vs
+PyTorch.
 
 Measures target tokens per second (`<eos>` included: Σ (lengths − 1) over the batch) of one
 optimiser step of the sentenceMIM PTB model as `launch/configs/ptb_smim_128.flags` configures it
@@ -256,7 +257,8 @@ def describe_options(model_cfg, obj_cfg, config) -> dict:
   """The options that shape the timed step, for the printout and the JSON."""
   m = model_cfg
   return {"vocab_size": m.vocab_size, "embed_dim": m.embed_dim, "hidden_dim": m.hidden_dim,
-          "latent_dim": m.latent_dim, "matmul_dtype": m.matmul_dtype, "cell": m.cell, "condition": m.condition,
+          "latent_dim": m.latent_dim, "matmul_dtype": m.matmul_dtype, "cell": m.cell,
+          "condition": m.condition,
           "embed_dropout": m.embed_dropout, "embed_dropout_scope": m.embed_dropout_scope,
           "encoder_reads_sos": m.encoder_reads_sos,
           "reverse_encoder_input": m.reverse_encoder_input, "log_var_floor": m.log_var_floor,

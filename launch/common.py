@@ -37,7 +37,8 @@ USER_ERRORS = (app.UsageError, text_files.DataError, FileNotFoundError, NotADire
 
 
 def exit_with_error(message: str, *, usage: bool = True) -> None:
-  """Prints `FATAL: message` (and the help hint for a usage error) to stderr; exits 1 (2 for usage)."""
+  """Prints `FATAL: message` (and the help hint for a usage error) to stderr; exits 1 (2 for
+  usage)."""
   first_line = str(message).strip().splitlines()[0] if str(message).strip() else "error"
   print(f"FATAL: {first_line}", file=sys.stderr)
   if usage:

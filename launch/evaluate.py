@@ -33,7 +33,8 @@ from mimtext.evaluation import runner
 from mimtext.evaluation import suite as suite_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory of a training run.", required=True)
-_STEP = flags.DEFINE_string("step", "best", "Checkpoint to evaluate: best, latest or a step number.")
+_STEP = flags.DEFINE_string("step", "best",
+                            "Checkpoint to evaluate: best, latest or a step number.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate (train, valid or test).")
 _NUM_Z = flags.DEFINE_integer("num_z_samples", None,
                               "z draws per sentence for the ELBO and MELBO (default: the config's "

@@ -3,10 +3,13 @@ imputed sentence endings (with their adversarial error) and answers to questions
 
   python -m launch.generate --workdir=W                        # = --mode=sample,reconstruct
   python -m launch.generate --workdir=W --mode=sample --num_samples=20 [--prior=posthoc]
-  python -m launch.generate --workdir=W --mode=reconstruct [--num_reconstructions=5 | --sentences="a b c|d e f"]
-  python -m launch.generate --workdir=W --mode=interpolate [--sentence_a="..." --sentence_b="..."] [--num_points=5]
+  python -m launch.generate --workdir=W --mode=reconstruct
+      [--num_reconstructions=5 | --sentences="a b c|d e f"]
+  python -m launch.generate --workdir=W --mode=interpolate
+      [--sentence_a="..." --sentence_b="..."] [--num_points=5]
   python -m launch.generate --workdir=W --mode=impute [--num_impute=100] [--impute_fraction=0.2]
-  python -m launch.generate --workdir=W --mode=answer [--num_questions=5 | --question="how do i ... ?"]
+  python -m launch.generate --workdir=W --mode=answer
+      [--num_questions=5 | --question="how do i ... ?"]
 
 `--mode` takes a comma list, run in the order given. Shared flags: --step (best, latest or N),
 --split (the sentences reconstructed, interpolated, imputed, and the Yahoo split questions come
@@ -87,7 +90,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 # sample
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 10, "sample: sentences sampled from the prior.")
 _PRIOR = flags.DEFINE_string("prior", "gaussian",
-                             "sample: gaussian (N(0, s² I)) or posthoc (a Gaussian mixture or a flow "
+                             "sample: gaussian (N(0, s² I)) or posthoc "
+                             "(a Gaussian mixture or a flow "
                              "fitted to the training codes, saved as WORKDIR/posthoc_prior.json).")
 _PRIOR_STD = flags.DEFINE_float("prior_std", None,
                                 "sample: s of the gaussian prior (default 0.1 for sMIM, else 1).")

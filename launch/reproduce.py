@@ -23,7 +23,8 @@ from mimtext.reproduce import tables
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_TABLE = flags.DEFINE_string("table", None, f"The table to run: {', '.join(sorted(tables.TABLES))}.")
+_TABLE = flags.DEFINE_string("table", None,
+                             f"The table to run: {', '.join(sorted(tables.TABLES))}.")
 _RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Where the runs live (outside the repository), "
                                 "RUNS_DIR/ROW/seedS; default $MIMTEXT_RUNS_DIR, else "
                                 "~/mimtext-runs.")

@@ -32,7 +32,8 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False,
 # Short forms of the most used fields; when given they win over --config.*.
 _SHORT_FLAGS = {
     "max_steps": flags.DEFINE_integer("max_steps", None, "Stop after this many steps (0: none)."),
-    "max_epochs": flags.DEFINE_integer("max_epochs", None, "Stop after this many epochs (0: none)."),
+    "max_epochs": flags.DEFINE_integer(
+        "max_epochs", None, "Stop after this many epochs (0: none)."),
     "seed": flags.DEFINE_integer("seed", None, "Random seed (init, shuffling, sampling)."),
     "batch_size": flags.DEFINE_integer("batch_size", None, "Global batch size."),
     "data.data_dir": flags.DEFINE_string(

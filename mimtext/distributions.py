@@ -134,8 +134,8 @@ def log_var_floor(raw_log_var: Array, floor: float, mode: FloorMode = "clamp") -
 
   - ``"clamp"``: max(raw, floor). The gradient is exactly zero below the floor (as the original sMIM
     code's clamp at −10), so a dimension that reaches the floor can get stuck there.
-  - ``"softplus"``: floor + softplus(raw − floor) = floor + log(1 + exp(raw − floor)). Always > floor,
-    ≈ raw well above the floor, and its gradient σ(raw − floor) is never exactly zero.
+  - ``"softplus"``: floor + softplus(raw − floor) = floor + log(1 + exp(raw − floor)). Always >
+    floor, ≈ raw well above the floor, and its gradient σ(raw − floor) is never exactly zero.
   - ``"none"``: raw (identity).
 
   Args:

@@ -109,7 +109,8 @@ def load_corpus(config: ml_collections.ConfigDict,
   corpus = corpus_lib.load_corpus(
       data_dir, vocab=vocab,
       required_splits=required_splits(config) if splits is None else splits,
-      min_count=d.min_count, max_vocab=d.max_vocab or None, max_len=d.max_len or None, overflow=d.overflow, blank_lines=d.blank_lines,
+      min_count=d.min_count, max_vocab=d.max_vocab or None, max_len=d.max_len or None,
+      overflow=d.overflow, blank_lines=d.blank_lines,
       tfds_dir=d.tfds_dir or None, use_tfds=d.use_tfds, builtin_seed=d.builtin_seed,
       builtin_sizes={"train": d.builtin_train_size, "valid": d.builtin_eval_size,
                      "test": d.builtin_eval_size},
@@ -312,7 +313,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       fail(field, "must be >= 0")
   if 0 < config.data.max_vocab < _MIN_VOCAB:
     fail("data.max_vocab", f"must be 0 (no limit) or >= {_MIN_VOCAB}: the "
-         f"{len(vocab_lib.SPECIAL_TOKENS)} special tokens {list(vocab_lib.SPECIAL_TOKENS)} plus a word")
+         f"{len(vocab_lib.SPECIAL_TOKENS)} special tokens "
+         f"{list(vocab_lib.SPECIAL_TOKENS)} plus a word")
   if field_exists(config, "early_stopping_patience") and config.early_stopping_patience < 0:
     fail("early_stopping_patience", "must be >= 0 (validations without improvement; 0 = off)")
   if not (config.max_steps or config.max_epochs or config.max_minutes):

@@ -2,8 +2,8 @@
 bidirectional), a table of cell kinds (``CELL_KINDS``), hidden-state summaries, word dropout.
 
 Every layer is a pair ``init_x(key, ...) -> params`` / ``x(params, inputs, ...) -> outputs`` over a
-params pytree (nested dicts of ``jnp`` arrays). Randomness only through explicit PRNG keys; no global
-state. All functions work under ``jax.jit`` and ``jax.vmap``.
+params pytree (nested dicts of ``jnp`` arrays). Randomness only through explicit PRNG keys; no
+global state. All functions work under ``jax.jit`` and ``jax.vmap``.
 
 Shape notation: b batch, t time, v vocabulary, e embedding (input), h hidden, d latent, k samples.
 
@@ -256,7 +256,8 @@ def _init_gated(key: Array, in_dim: int, hidden_dim: int, gates: int) -> Params:
 
 
 def _input_projection(params: Params, x: Array, matmul_dtype: str = "float32") -> Array:
-  """Input-to-hidden projection of every step at once: x W_i + b_i, ``[..., e] -> [..., gates·h]``."""
+  """Input-to-hidden projection of every step at once: x W_i + b_i,
+  ``[..., e] -> [..., gates·h]``."""
   return kernels.matmul(x, params["w_i"], matmul_dtype) + params["b_i"]
 
 
@@ -382,9 +383,9 @@ def gru(params: Params, x: Array, mask: Array, *, h0: Array | None = None,
       after reading tokens j..lengths[i]−1.
 
   Returns:
-    ``(outputs [b, t, h], last [b, h])``: outputs are zero on padded positions; ``last`` is the state
-    after the last token read (for ``reverse``, after the first token of the row), ``h0`` if the row
-    has no real token.
+    ``(outputs [b, t, h], last [b, h])``: outputs are zero on padded positions; ``last`` is the
+    state after the last token read (for ``reverse``, after the first token of the row), ``h0`` if
+    the row has no real token.
   """
   return _masked_scan(GRU_KIND, params, x, mask, h0, reverse, matmul_dtype)
 
@@ -418,7 +419,8 @@ def bigru(params: Params, x: Array, mask: Array, *,
 
 
 def init_lstm(key: Array, in_dim: int, hidden_dim: int) -> Params:
-  """An LSTM: ``{"w_i": [e, 4h], "w_h": [h, 4h], "b_i": [4h], "b_h": [4h]}``, gate order i, f, g, o."""
+  """An LSTM: ``{"w_i": [e, 4h], "w_h": [h, 4h], "b_i": [4h], "b_h": [4h]}``, gate order
+  i, f, g, o."""
   return _init_gated(key, in_dim, hidden_dim, 4)
 
 
@@ -828,9 +830,9 @@ def word_keep_rate(step: Array | int, *, start_rate: float, end_rate: float, sta
   end_step ≤ start_step it is a step from start_rate to end_rate at end_step.
 
   Seed 002 §5.4 anneals the word-dropout *rate* from 1.0 at step 2000 to 0.0 at step 20000, i.e.
-  ``start_rate=0.0, end_rate=1.0, start_step=2000, end_step=20000`` here (the paper does not say what
-  happens before step 2000; this schedule holds ``start_rate`` there). Bowman et al. (seed 001) use a
-  constant keep rate: ``start_rate == end_rate``.
+  ``start_rate=0.0, end_rate=1.0, start_step=2000, end_step=20000`` here (the paper does not say
+  what happens before step 2000; this schedule holds ``start_rate`` there). Bowman et al. (seed 001)
+  use a constant keep rate: ``start_rate == end_rate``.
 
   Args:
     step: training step, integer scalar (may be traced).

@@ -25,7 +25,8 @@ def make_optimizer(name: str, learning_rate: float, clip_norm: float = 0.0):
   """
   base = {"adam": optax.adam, "sgd": optax.sgd}
   if name not in base:
-    raise experiment.ConfigError(f"--config.optimizer.name={name!r}: unknown optimizer; choose one of {sorted(base)}")
+    raise experiment.ConfigError(f"--config.optimizer.name={name!r}: unknown optimizer; "
+                                 f"choose one of {sorted(base)}")
 
   def chain(learning_rate):
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []

@@ -177,7 +177,8 @@ class TensorBoardWriter:
     split = record.get("split", "train")
     values = [summary_pb2.Summary.Value(tag=f"{split}/{key}", simple_value=float(value))
               for key, value in record.items()
-              if key not in ("split", "step", "wall_time") and not isinstance(value, (bool, np.bool_))
+              if key not in ("split", "step", "wall_time")
+              and not isinstance(value, (bool, np.bool_))
               and isinstance(value, (int, float, np.integer, np.floating))]
     if not values:
       return

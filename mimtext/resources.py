@@ -78,8 +78,8 @@ def available_bytes(device: jax.Device | None = None) -> int | None:
 def check_training_fits(cfg: sentence_ae.ModelConfig, per_device_batch: int, max_tokens: int,
                         available: int | None = None, *, at_least: bool = False
                         ) -> MemoryEstimate:
-  """Raises `experiment.ConfigError` (one line, naming the figures and the largest parameter) when the
-  estimate exceeds 90% of the memory available; returns the estimate otherwise. `at_least`: the
+  """Raises `experiment.ConfigError` (one line, naming the figures and the largest parameter) when
+  the estimate exceeds 90% of the memory available; returns the estimate otherwise. `at_least`: the
   figures are a lower bound (`check_config_fits`), and the message says so."""
   estimate = estimate_training_memory(cfg, per_device_batch, max_tokens)
   available = available_bytes() if available is None else available

@@ -388,7 +388,8 @@ def mmd(x: Array, y: Array, *, kernel: Kernel = "imq",
   MMD² = Σ_d [ Σ_{i≠j} k(x_id, x_jd) / (n(n − 1)) + Σ_{i≠j} k(y_id, y_jd) / (m(m − 1))
                − 2 Σ_{i,j} k(x_id, y_jd) / (nm) ],
 
-  with the inverse multiquadric k(u, v) = C / (C + (u − v)²) or the RBF k(u, v) = exp(−(u − v)² / C),
+  with the inverse multiquadric k(u, v) = C / (C + (u − v)²) or the RBF
+  k(u, v) = exp(−(u − v)² / C),
   C = 2 · scale (WAE's C = 2 d σ² for one coordinate: d = 1, σ² = scale). A sequence of scales
   sums the kernels; Mathieu et al.'s code (``imq_dim_kernel``, the ``mmd_dim`` regulariser) and the
   HSVAE authors' ``mat_vae.py`` use the IMQ kernel with scales (0.1, 0.2, 0.5, 1, 2, 5)

@@ -71,7 +71,8 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   devices = jax.devices()
   if num_devices is not None:
     if num_devices > len(devices):
-      raise experiment.ConfigError(f"--config.num_devices={num_devices}: asked for {num_devices} devices but only {len(devices)} are visible")
+      raise experiment.ConfigError(f"--config.num_devices={num_devices}: asked for {num_devices} "
+                                   f"devices but only {len(devices)} are visible")
     devices = devices[:num_devices]
   return Mesh(np.asarray(devices), ("data",))
 

@@ -31,7 +31,8 @@ def _shared_data_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
-  """The real corpora (../shared/data or $MIMTEXT_DATA). Required on CI; skipped elsewhere if absent."""
+  """The real corpora (../shared/data or $MIMTEXT_DATA). Required on CI; skipped elsewhere if
+  absent."""
   path = _shared_data_dir()
   if not (path / "ptb" / "train.txt").exists():
     if os.environ.get("CI"):

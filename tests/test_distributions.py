@@ -1,4 +1,5 @@
-"""Tests for mimtext.distributions: closed forms vs Monte Carlo and scipy, the log-variance floor."""
+"""Tests for mimtext.distributions: closed forms vs Monte Carlo and scipy, the log-variance
+floor."""
 
 from __future__ import annotations
 

@@ -144,7 +144,8 @@ def test_resume_with_another_model_is_refused(quickstart_run):
               "--max_steps=12", *args, check=False)
   assert proc.returncode != 0
   lines = [line for line in proc.stderr.splitlines() if line.startswith("FATAL")]
-  assert lines and lines[0].startswith("FATAL: --config.model.latent_dim=5: ") and "'hidden_dim'" not in lines[0], proc.stderr[-2000:]
+  assert (lines and lines[0].startswith("FATAL: --config.model.latent_dim=5: ")
+          and "'hidden_dim'" not in lines[0]), proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr and "cannot schedule new futures" not in proc.stderr
 
 
@@ -156,7 +157,8 @@ def test_evaluate_reads_the_checkpoint_and_writes_json(quickstart_run):
   with open(os.path.join(workdir, "eval_valid.json"), encoding="utf-8") as f:
     report = json.load(f)
   assert report["N"] == 40 and report["num_z_samples"] == 2
-  # A bound on the NLL cannot be below the true entropy beyond noise; an untrained model is far above.
+  # A bound on the NLL cannot be below the true entropy beyond noise; an untrained model is far
+  # above.
   assert report["elbo_nll"] > report["true_nll"] and report["iw_nll"] <= report["elbo_nll"] + 1e-3
   assert len(report["examples"]) == 5 and 0.0 <= report["bleu1"] <= 1.0
   with open(os.path.join(workdir, "curves.png"), "rb") as f:

@@ -58,7 +58,8 @@ def _mmd_whole_vector(x, y, scales):
   for s in scales:
     c = 2.0 * d * s
     kxx, kyy, kxy = (c / (c + sq(x, x)), c / (c + sq(y, y)), c / (c + sq(x, y)))
-    total += ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    total += ((kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+              + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
               - 2.0 * kxy.mean())
   return total
 

@@ -1,4 +1,5 @@
-"""The README's first command trains a model that works: the quickstart config, run as a user runs it.
+"""The README's first command trains a model that works: the quickstart config, run as a user
+runs it.
 
 `launch.train --flagfile=launch/configs/quickstart.flags` (sMIM) and its AE twin (the same flags
 with `--config.objective.name=ae`), then `launch.evaluate` on the built-in test split. A model that

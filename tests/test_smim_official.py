@@ -139,7 +139,7 @@ def _official_rows():
   return [_official_item(TOKENS[i], LENGTHS[i]) for i in range(REAL)]
 
 
-# ----------------------------------------------------------------------------- against the reference
+# ---------------------------------------------------------------------------- against the reference
 
 
 def test_posterior_and_log_likelihood_match_the_official_forward_pass(params):

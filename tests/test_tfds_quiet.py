@@ -1,4 +1,5 @@
-"""Preparing and loading a corpus through TFDS prints none of TFDS's noise, and logs one line of ours.
+"""Preparing and loading a corpus through TFDS prints none of TFDS's noise, and logs one line of
+ours.
 
 TFDS logs "Using custom data configuration ..." (WARNING, at every builder construction) and
 "Variant folder ... has no dataset_info.json", prints "Downloading and preparing dataset Unknown

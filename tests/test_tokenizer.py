@@ -198,7 +198,8 @@ def test_resume_with_another_tokenizer_is_refused():
     experiment.check_resumable_config(config, saved, "/some/dir")
   message = str(info.value)
   assert message.startswith("--config.data.tokenizer='lower': /some/dir holds a run with "
-                            "data.tokenizer='lower_punct'; pass --config.data.tokenizer='lower_punct'")
+                            "data.tokenizer='lower_punct'; "
+                            "pass --config.data.tokenizer='lower_punct'")
   assert "\n" not in message
   config.data.tokenizer = "lower_punct"
   experiment.check_resumable_config(config, saved, "/some/dir")

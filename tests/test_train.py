@@ -69,7 +69,8 @@ def test_one_device_equals_four_devices(one_device_run):
   state1, losses1 = one_device_run
   state4, losses4 = _run(4)
   np.testing.assert_allclose(losses1, losses4, rtol=1e-5)
-  for a, b in zip(jax.tree_util.tree_leaves(state1.params), jax.tree_util.tree_leaves(state4.params)):
+  for a, b in zip(jax.tree_util.tree_leaves(state1.params),
+                  jax.tree_util.tree_leaves(state4.params)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
   assert int(state4.step) == 3
   assert state4.params["out"]["w"].sharding.is_fully_replicated

@@ -1,14 +1,18 @@
-"""Objectives: each `loss(params, batch, *, key, step, cfg, deterministic=False) -> (loss, metrics)`.
+"""Objectives: each
+`loss(params, batch, *, key, step, cfg, deterministic=False) -> (loss, metrics)`.
 
 | name | objective | paper | latents (`LATENTS`) |
 | --- | --- | --- | --- |
 | mim | A-MIM | seed 000 Algorithm 1 | Gaussian |
-| vae | −ELBO: annealing, free bits, multi-sample, word dropout, L1/L2 | seeds 001, 003, 004 | Gaussian |
+| vae | −ELBO¹ | seeds 001, 003, 004 | Gaussian |
 | ae | deterministic autoencoder | seed 000 §4.5 | z = μ |
-| lm | language model: the decoder without z (condition "none"), exact NLL | seeds 000, 001 (baseline) | none |
+| lm | language model² | seeds 000, 001 (baseline) | none |
 | mi | −ELBO + λ L_MI | seed 002 Eq. 9 | Gaussian |
 | hsvae | hierarchical sparse VAE | seed 004 Eq. 2 | q(γ|x) q(z|γ,x), p(γ) p(z|γ) |
 | matvae | −ELBO, ψ KL + λ MMD to a spike-and-slab prior | seed 004 appendix B | spike-and-slab p |
+
+¹ annealing, free bits, multi-sample, word dropout, L1/L2.
+² the decoder without z (condition "none"), exact NLL.
 
 Gaussian: q(z|x) = N(μ, diag σ²), p(z) = N(0, I); the AE decodes z = μ and uses the Gaussian
 family only as a proposal (`evaluation.bounds`); MAT-VAE pairs the Gaussian q with its prior.

@@ -103,7 +103,8 @@ def render_table(data: dict[str, Any]) -> str:
   comparisons = paper_comparisons(data)
   if comparisons:
     lines += ["", "## Beside the paper", "",
-              "| row | number | paper | ours | ours − paper | source |", "|---|---|---|---|---|---|"]
+              "| row | number | paper | ours | ours − paper | source |",
+              "|---|---|---|---|---|---|"]
     for c in comparisons:
       diff = "—" if c["diff"] is None else (
           f"{c['diff']:+,.{c['digits']}f}" + (f" ({100 * c['rel']:+.0f}%)" if c["rel"] is not None
@@ -185,7 +186,8 @@ def truth_gap_lines(data: dict[str, Any]) -> list[str]:
   lines = ["An estimate below the truth by more than 2 standard errors is no upper bound on this "
            "model's −log p(x); one at or above it is consistent with being one (a valid bound can "
            "never be below it in expectation).", "",
-           "| row | at or above the truth (gap ± s.e.) | below the truth: not bounds (gap ± s.e.) |",
+           "| row | at or above the truth (gap ± s.e.) | "
+           "below the truth: not bounds (gap ± s.e.) |",
            "|---|---|---|"]
   for row in data["rows"]:
     if len(row["runs"]) != 1:

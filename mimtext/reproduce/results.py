@@ -39,7 +39,8 @@ def git_commit(repo: str | None = None) -> str:
 
 
 def hardware(threads: int) -> str:
-  """"Intel(R) Xeon(R) ... (2 cores), 1 XLA thread": the CPU, its cores and the threads a run got."""
+  """"Intel(R) Xeon(R) ... (2 cores), 1 XLA thread": the CPU, its cores and the threads a run
+  got."""
   model = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo", encoding="utf-8") as f:

@@ -261,7 +261,8 @@ SEED000_SAMPLES = Table(
     train_overrides=PTB_STOPPING,
     steps_per_epoch=PTB_STEPS_PER_EPOCH,
     seconds_per_step=PTB_SECONDS_PER_STEP,
-    notes="""The runs are those of `seed000_table2` (rows shared by name: one training serves both tables).
+    notes="""The runs are those of `seed000_table2` (rows shared by name: one training serves both
+tables).
 Every block is greedy decoding. Reconstructions of the first test sentences: (D) the data, (M)
 decoded from the posterior mean, (R) from a posterior sample, (P) from a sample with 10 times the
 posterior standard deviation (seed 000 appendix D.1); the AE has D and M only. Prior samples decode
