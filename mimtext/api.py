@@ -9,9 +9,9 @@
   >>> model.log_likelihood_bounds(["the cat sat"])["iw_nll"]
 
 `SentenceModel` is a thin layer: every method calls the pure functions underneath
-(`sentence_ae.encode`, `generation.generate`, `bounds.sentence_terms`, `bounds.nll_bounds`), and
-the module-level functions here (`tokenize`, `unknown_words`, `batches`, `encode_examples`) are
-usable on their own with any parameters.
+(`encoding.encode_sentences` / `encoding.encode_batch`, `generation.generate`,
+`bounds.sentence_terms`, `bounds.nll_bounds`), and the module-level functions here (`tokenize`,
+`unknown_words`, `batches`, `encode_examples`) are usable on their own with any parameters.
 
 Every model is used as it was trained (`objectives.common.scoring`): an inputless decoder decodes
 without its inputs, a hidden-averaging decoder (seed 003 Eq. 7-8) decodes L latents jointly, an AE
@@ -23,10 +23,11 @@ was, and looked up in the run's vocabulary; a word not in it becomes `<unk>` (`u
 lists them). Sentences are never truncated or dropped; the empty string is the empty sentence
 `<sos> <eos>`.
 
-Batching: sentences are sorted by length, cut into batches of `batch_size`, and each batch is
-padded to a fixed shape, rows to a power of two (at least 8, at most `batch_size`) and length to a
-multiple of `PAD_LENGTH_MULTIPLE` tokens, so a jitted function compiles once per shape bucket
-rather than once per call. Results come back in the input order.
+Batching (`batches`, i.e. `pipeline.inference_batches`): sentences are sorted by length, cut into
+batches of `batch_size`, and each batch is padded to a fixed shape, rows to a power of two (at
+least 8, at most `batch_size`) and length to a multiple of `PAD_LENGTH_MULTIPLE` tokens, so a
+jitted function compiles once per shape bucket rather than once per call. Results come back in the
+input order.
 
 Notation: n sentences, b batch rows, t tokens, d latent, L jointly decoded latents.
 """
@@ -42,20 +43,19 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import bounds
+from mimtext.evaluation import encoding
 from mimtext.evaluation import generation
 from mimtext.evaluation import posthoc
 from mimtext.evaluation import runner
 from mimtext.models import sentence_ae
 
 PAD_LENGTH_MULTIPLE = 16
-MIN_ROWS = 8
 MODES = ("mean", "sample")
 PRIORS = ("gaussian", "posthoc", "model")
 DEFAULT_MAX_LEN = 40
@@ -107,48 +107,22 @@ def unknown_words(sentences: Iterable[str], vocab: vocab_lib.Vocabulary,
   return counts
 
 
-def row_bucket(num_rows: int, batch_size: int) -> int:
-  """The padded row count of a batch of `num_rows` real rows: the smallest power of two ≥ it, at
-  least `MIN_ROWS`, at most `batch_size` (so a full batch is never padded).
-
-  >>> row_bucket(44, 128), row_bucket(128, 128), row_bucket(3, 256)   # (64, 128, 8)
-  """
-  if not 0 < num_rows <= batch_size:
-    raise ValueError(f"num_rows must be in [1, batch_size={batch_size}], got {num_rows}")
-  return min(batch_size, max(MIN_ROWS, 1 << (num_rows - 1).bit_length()))
+row_bucket = pipeline_lib.row_bucket
 
 
 def batches(examples: Sequence[np.ndarray], batch_size: int, *,
             pad_multiple: int = PAD_LENGTH_MULTIPLE) -> Iterator[dict[str, np.ndarray]]:
   """Fixed-shape batches of `examples` (ids `<sos> … <eos>`), shortest sentences first.
 
-  Yields `pipeline.make_batch` dicts: tokens [b,t], lengths [b], index [b] (the row's position in
-  `examples`, −1 for a filler row), valid [b]; b = `row_bucket(rows, batch_size)`, t a multiple
-  of `pad_multiple`. Every example appears in exactly one batch.
+  `pipeline.inference_batches` with rows bucketed: tokens [b,t], lengths [b], index [b] (the
+  row's position in `examples`, −1 for a filler row), valid [b]; b = `row_bucket(rows,
+  batch_size)`, t a multiple of `pad_multiple`. Every example appears in exactly one batch.
 
   >>> [b["tokens"].shape for b in batches(tokenize(["a b"] * 300, vocab), 128)]
   [(128, 16), (128, 16), (64, 16)]
   """
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  order = np.argsort([len(x) for x in examples], kind="stable")
-  for start in range(0, len(order), batch_size):
-    rows = order[start:start + batch_size]
-    indices = np.full(row_bucket(len(rows), batch_size), pipeline_lib.FILLER_INDEX, np.int64)
-    indices[:len(rows)] = rows
-    yield pipeline_lib.make_batch(examples, indices, pad_multiple=pad_multiple)
-
-
-def _num_batches(n: int, batch_size: int) -> int:
-  return -(-n // batch_size)
-
-
-@jax.jit
-def _code_and_std(post: sentence_ae.Posterior) -> tuple[jax.Array, jax.Array]:
-  return sentence_ae.posterior_code(post), jnp.exp(0.5 * post.log_var)
-
-
-_posterior = jax.jit(sentence_ae.encode, static_argnames=("cfg",))
+  return pipeline_lib.inference_batches(examples, batch_size, pad_multiple=pad_multiple,
+                                        bucket_rows=True)
 
 
 def encode_examples(params, cfg: sentence_ae.ModelConfig, examples: Sequence[np.ndarray], *,
@@ -158,25 +132,18 @@ def encode_examples(params, cfg: sentence_ae.ModelConfig, examples: Sequence[np.
 
   mean is `sentence_ae.posterior_code` (μ; (1 − E_q[γ]) μ for an HSVAE head); std is exp(½ log σ²)
   of the Gaussian head (for HSVAE the σ of the slab q(z|γ = 0, x)), or 0 with `point_mass` (an
-  AE: z = μ exactly). Batched as `batches`; n = 0 gives [0,d] arrays.
+  AE: z = μ exactly). Batched as `batches` (`encoding.encode_sentences`); n = 0 gives [0,d]
+  arrays.
 
   >>> mean, std = encode_examples(params, cfg, tokenize(["the cat sat"], vocab))   # [1,d] each
   """
-  n, d = len(examples), cfg.latent_dim
-  mean = np.zeros((n, d), np.float32)
-  std = np.zeros((n, d), np.float32)
-  stream = batches(examples, batch_size)
-  if progress:
-    stream = tqdm.tqdm(stream, total=_num_batches(n, batch_size), desc="encode", unit="batch")
-  for batch in stream:
-    post = _posterior(params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["lengths"]),
-                      cfg=cfg)
-    code, sigma = jax.device_get(_code_and_std(post))
-    rows = batch["valid"] > 0
-    mean[batch["index"][rows]] = code[rows]
-    if not point_mass:
-      std[batch["index"][rows]] = sigma[rows]
-  chex.assert_shape([mean, std], (n, d))
+  post = encoding.encode_sentences(params, cfg, examples, batch_size=batch_size,
+                                   pad_multiple=PAD_LENGTH_MULTIPLE, bucket_rows=True,
+                                   progress=progress, leave_bar=True)
+  mean, std = encoding.code_and_std(post)
+  if point_mass:
+    std = np.zeros_like(std)
+  chex.assert_shape([mean, std], (len(examples), cfg.latent_dim))
   return mean, std
 
 
@@ -368,8 +335,7 @@ class SentenceModel:
     key = jax.random.PRNGKey(seed)
     out: list[str | None] = [None] * len(examples)
     for i, batch in enumerate(batches(examples, batch_size)):
-      post = _posterior(self.params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["lengths"]),
-                        cfg=self.model_config)
+      post = encoding.encode_batch(self.params, batch, self.model_config)
       batch_key = jax.random.fold_in(key, i)
       if mode == "mean" or self._scoring.deterministic_z:
         z = self._family.code(post)                                          # [b,d]
@@ -407,8 +373,9 @@ class SentenceModel:
     prior: "gaussian": z ~ N(0, std² I), std by default `generation.default_prior_std` (0.1 for
       sMIM, 1 otherwise); "posthoc": z from the density fitted to the training set's aggregate
       posterior (`posthoc_prior`; the first call may fit it, reading the training split); "model":
-      exact draws of the objective's own prior (`family.prior_sample`: N(0, I), or the spike-and-slab
-      priors of HSVAE / MAT-VAE; not for an AE, which has none). `std` is for "gaussian" only.
+      exact draws of the objective's own prior (`family.prior_sample`: N(0, I), or the
+      spike-and-slab priors of HSVAE / MAT-VAE; not for an AE, which has none). `std` is for
+      "gaussian" only.
     method as `decode`.
 
     >>> model.sample(3)                                  # greedy, z ~ N(0, σ² I)
@@ -456,10 +423,8 @@ class SentenceModel:
       raise ValueError(f"endpoints must be one of {MODES}, got {endpoints!r}")
     if n < 2:
       raise ValueError(f"n must be >= 2 (both endpoints), got {n}")
-    batch = pipeline_lib.make_batch(self.tokenize([a, b]), np.arange(2),
-                                    pad_multiple=PAD_LENGTH_MULTIPLE)
-    post = _posterior(self.params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["lengths"]),
-                      cfg=self.model_config)
+    post = encoding.encode_sentences(self.params, self.model_config, self.tokenize([a, b]),
+                                     batch_size=2, pad_multiple=PAD_LENGTH_MULTIPLE)
     key = jax.random.PRNGKey(seed)
     if endpoints == "mean" or self._scoring.deterministic_z:
       ends = self._family.code(post)                                          # [2,d]

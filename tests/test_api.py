@@ -2,8 +2,9 @@
 
 One toy run (4 training steps on the built-in corpus) is shared by every test; the AE and HSVAE
 variants reuse its vocabulary (the AE its parameters too) without training. References are
-independent of the batching under test: `runner.posterior_codes` (the evaluation pipeline) and
-`sentence_ae.encode` on one unpadded sentence at a time.
+independent of the batching under test: `runner.posterior_codes` (the evaluation's batching: full
+batches of 200 rows, lengths padded to multiples of 8) and `sentence_ae.encode` on one unpadded
+sentence at a time.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from scipy import stats
 
 from mimtext import objectives
 from mimtext.evaluation import bounds
+from mimtext.evaluation import encoding
 from mimtext.evaluation import reconstruction
 from mimtext.models import sentence_ae
 
@@ -95,3 +96,28 @@ def test_bleu1_is_unigram_precision_with_brevity_penalty():
   assert short == pytest.approx(math.exp(1 - 4 / 2))
   with pytest.raises(ValueError):
     reconstruction.bleu1(["a"], [])
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "hsvae"])
+def test_encode_sentences_is_each_sentence_alone_in_input_order(posterior):
+  """The one inference path (`encoding.encode_sentences`): every field of q(z|x) of each sentence,
+  batched by length in batches of 3 (the last one with filler rows), equals the sentence encoded
+  alone and unpadded, and comes back at its input position; no sentence gives [0,d] fields."""
+  model = dataclasses.replace(MODEL, latent_dim=3, posterior=posterior)
+  p = sentence_ae.init_params(jax.random.PRNGKey(2), model)
+  rng = np.random.default_rng(0)
+  examples = [np.array([1, *rng.integers(4, 9, size=k), 2], np.int32)
+              for k in (5, 0, 9, 2, 2, 7, 1)]
+  post = encoding.encode_sentences(p, model, examples, batch_size=3, pad_multiple=4)
+  assert (post.beta_a is None) == (posterior == "gaussian")
+  for i, ids in enumerate(examples):
+    alone = sentence_ae.encode(p, jnp.asarray(ids)[None], jnp.asarray([len(ids)]), model)
+    for name in post._fields:
+      if getattr(alone, name) is not None:
+        np.testing.assert_allclose(getattr(post, name)[i], getattr(alone, name)[0], atol=1e-5,
+                                   err_msg=f"{name} of sentence {i}")
+  code, std = encoding.code_and_std(post)
+  np.testing.assert_allclose(code, sentence_ae.posterior_code(post), rtol=1e-6)
+  np.testing.assert_allclose(std, np.exp(0.5 * post.log_var), rtol=1e-6)
+  empty = encoding.encode_sentences(p, model, [])
+  assert empty.mean.shape == empty.raw_log_var.shape == (0, 3)

@@ -108,6 +108,28 @@ def test_sort_by_length_covers_every_example_once_in_order_of_length():
                   sort_by_length=True)
 
 
+def test_inference_batches_are_the_evaluation_pipelines_and_cover_every_example_once():
+  """The one inference batcher: the evaluation pipeline's batches (sorted, full rows); in input
+  order on request; with bucketed rows, the last batch padded to a power of two only."""
+  examples = _examples(103, max_words=60)
+  sorted_batches = list(pipeline.inference_batches(examples, 8, pad_multiple=8))
+  evaluation = _epoch(pipeline.evaluation_pipeline(examples, 8))
+  assert len(sorted_batches) == len(evaluation) == pipeline.num_batches(103, 8) == 13
+  for got, want in zip(sorted_batches, evaluation):
+    assert got.keys() == want.keys()
+    for name in want:
+      np.testing.assert_array_equal(got[name], want[name])
+  in_order = list(pipeline.inference_batches(examples, 8, pad_multiple=16, sort_by_length=False))
+  assert _real_indices(in_order).tolist() == list(range(103))
+  assert all(b["tokens"].shape[1] % 16 == 0 for b in in_order)
+  bucketed = list(pipeline.inference_batches(examples, 48, pad_multiple=8, bucket_rows=True))
+  assert [len(b["index"]) for b in bucketed] == [48, 48, 8]       # 103 = 48 + 48 + 7
+  assert sorted(_real_indices(bucketed).tolist()) == list(range(103))
+  assert list(pipeline.inference_batches([], 8, pad_multiple=8)) == []
+  with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    list(pipeline.inference_batches(examples, 0, pad_multiple=8))
+
+
 def test_bucketing_reduces_padding():
   examples = _examples(640, max_words=60)
 

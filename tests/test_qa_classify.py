@@ -287,7 +287,7 @@ def _gaussian_codes(n: int, num_classes: int, d: int, seed: int):
   centres = 4.0 * np.eye(num_classes, d)
   mean = (centres[labels] + 0.5 * rng.normal(size=(n, d))).astype(np.float32)
   log_var = np.full((n, d), 2 * np.log(0.3), np.float32)
-  return downstream.PosteriorParams(mean, log_var), labels
+  return sentence_ae.Posterior(mean, log_var, log_var), labels
 
 
 @pytest.fixture(scope="module")
@@ -347,12 +347,12 @@ def test_sample_z_gaussian_and_hsvae():
   mean = np.full((n, d), 2.0, np.float32)
   log_var = np.full((n, d), np.log(0.25), np.float32)
   zs = np.asarray(downstream.sample_z(jax.random.PRNGKey(0),
-                                      downstream.PosteriorParams(mean, log_var), 5))
+                                      sentence_ae.Posterior(mean, log_var, log_var), 5))
   assert zs.shape == (5, n, d)
   assert abs(zs.mean() - 2.0) < 0.05 and abs(zs.std() - 0.5) < 0.05
   # γ ≈ 1 (spike probability): every z near 0; γ ≈ 0: the slab N(2, 0.5²).
-  on = downstream.PosteriorParams(mean, log_var, np.full((n, d), 50.0, np.float32),
-                                  np.full((n, d), 0.01, np.float32))
+  on = sentence_ae.Posterior(mean, log_var, log_var, np.full((n, d), 50.0, np.float32),
+                             np.full((n, d), 0.01, np.float32))
   off = on._replace(beta_a=on.beta_b, beta_b=on.beta_a)
   z_on = np.asarray(downstream.sample_z(jax.random.PRNGKey(1), on, 5))
   z_off = np.asarray(downstream.sample_z(jax.random.PRNGKey(1), off, 5))

@@ -15,7 +15,7 @@ from mimtext import config as config_lib
 from mimtext import experiment
 from mimtext import objectives
 from mimtext.data import vocab as vocab_lib
-from mimtext.evaluation import downstream
+from mimtext.evaluation import encoding
 from mimtext.evaluation import information
 from mimtext.evaluation import posthoc_prior
 from mimtext.evaluation import runner
@@ -39,8 +39,9 @@ def test_info_skips_the_gaussian_entropy_of_a_singular_sample(monkeypatch):
   d = _context().run.model_cfg.latent_dim
   rng = np.random.default_rng(0)
   codes = rng.normal(size=(d // 2, d)).astype(np.float32)
-  post = downstream.PosteriorParams(codes, np.full_like(codes, -2.0))
-  monkeypatch.setattr(downstream, "posterior_params", lambda run, split, **kw: post)
+  log_var = np.full_like(codes, -2.0)
+  post = sentence_ae.Posterior(codes, log_var, log_var)
+  monkeypatch.setattr(encoding, "encode_sentences", lambda params, cfg, examples, **kw: post)
   split = type("Split", (), {"head": lambda self, n: self, "ids": [None] * (d // 2)})()
   ctx = _context()
   ctx.split = split
@@ -66,15 +67,10 @@ def _stand_in_info(monkeypatch, name: str, n: int = 40, **config_fields):
   beta = None
   if ctx.run.model_cfg.posterior == "hsvae":
     beta = tuple(rng.uniform(0.5, 3.0, size=(n, d)).astype(np.float32) for _ in range(2))
-  post = downstream.PosteriorParams(mean, log_var, *(beta or ()))
-  monkeypatch.setattr(downstream, "posterior_params", lambda run, split, **kw: post)
+  post = sentence_ae.Posterior(mean, log_var, log_var, *(beta or ()))
+  monkeypatch.setattr(encoding, "encode_sentences", lambda params, cfg, examples, **kw: post)
   ctx.split = type("Split", (), {"head": lambda self, k: self, "ids": [None] * n})()
   return suite.section_info(ctx), post, ctx
-
-
-def _posterior(post):
-  return sentence_ae.Posterior(*(None if x is None else jnp.asarray(x) for x in (
-      post.mean, post.log_var, post.log_var, post.beta_a, post.beta_b)))
 
 
 def test_info_kl_of_matvae_is_its_family_kl_against_the_spike_and_slab(monkeypatch):
@@ -83,10 +79,9 @@ def test_info_kl_of_matvae_is_its_family_kl_against_the_spike_and_slab(monkeypat
   out, post, ctx = _stand_in_info(monkeypatch, "matvae")
   cfg = ctx.run.obj_cfg
   family = objectives.latent_family(cfg)
-  jpost = _posterior(post)
-  draw = family.sample(jax.random.PRNGKey(ctx.options.seed), jpost, cfg,
+  draw = family.sample(jax.random.PRNGKey(ctx.options.seed), post, cfg,
                        ctx.options.num_z_samples)
-  expected = float(np.mean(np.asarray(family.kl(jpost, draw, cfg), np.float64)))
+  expected = float(np.mean(np.asarray(family.kl(post, draw, cfg), np.float64)))
   assert out["kl_total"] == pytest.approx(expected, rel=1e-5)
   against_standard_normal = float(information.kl_per_dimension(post.mean, post.log_var).sum())
   assert abs(out["kl_total"] - against_standard_normal) > 0.1
@@ -130,11 +125,12 @@ def test_section_classify_recovers_separable_topics_with_the_frozen_encoder_clas
   n, d = 600, _context().run.model_cfg.latent_dim
   labels = rng.integers(3, size=n).astype(np.int32)
   mean = (4.0 * np.eye(3, d)[labels] + 0.5 * rng.normal(size=(n, d))).astype(np.float32)
-  post = downstream.PosteriorParams(mean, np.full_like(mean, 2 * np.log(0.3)))
-  split = type("Split", (), {"labels": labels, "lines": ["a b"] * n})()
+  log_var = np.full_like(mean, 2 * np.log(0.3))
+  post = sentence_ae.Posterior(mean, log_var, log_var)
+  split = type("Split", (), {"labels": labels, "lines": ["a b"] * n, "ids": [None] * n})()
   monkeypatch.setattr(suite, "_labelled_splits", lambda ctx: {"synthetic": split,
                                                              "absent": "no such corpus"})
-  monkeypatch.setattr(downstream, "posterior_params", lambda run, split, **kw: post)
+  monkeypatch.setattr(encoding, "encode_sentences", lambda params, cfg, examples, **kw: post)
   ctx = _context("vae")
   ctx.run.vocab = vocab_lib.Vocabulary(vocab_lib.SPECIAL_TOKENS + ("a", "b"))
   ctx.options.progress = False

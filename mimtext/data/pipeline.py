@@ -11,6 +11,10 @@ t is the longest row of the *global* batch rounded up to a multiple of `pad_mult
 process builds the same shape (as `jax.make_array_from_process_local_data` needs) and jit sees few
 distinct shapes. Filler rows (`<sos> <eos>`, length 2, valid 0) complete the last partial batch
 instead of dropping examples; evaluation pipelines never drop or reorder anything.
+
+Training reads a `BatchPipeline`; inference (encoding, bounds, decoding of given sentences) reads
+`inference_batches`, the one batcher of a list of sentences: every sentence once, in order of
+length, results put back in place by "index".
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from mimtext.data import vocab as vocab_lib
 
 Overflow = Literal["truncate", "drop"]
 FILLER_INDEX = -1
+MIN_ROWS = 8
 _STATE_FORMAT = 1
 
 
@@ -120,6 +125,71 @@ def make_batch(examples: Sequence[np.ndarray], indices: np.ndarray, *, pad_multi
       "index": local_indices,
       "valid": (local_indices != FILLER_INDEX).astype(np.float32),
   }
+
+
+def row_bucket(num_rows: int, batch_size: int) -> int:
+  """The padded row count of a batch of `num_rows` real rows: the smallest power of two ≥ it, at
+  least `MIN_ROWS`, at most `batch_size` (so a full batch is never padded).
+
+  >>> row_bucket(44, 128), row_bucket(128, 128), row_bucket(3, 256)   # (64, 128, 8)
+  """
+  if not 0 < num_rows <= batch_size:
+    raise ValueError(f"num_rows must be in [1, batch_size={batch_size}], got {num_rows}")
+  return min(batch_size, max(MIN_ROWS, 1 << (num_rows - 1).bit_length()))
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+  """Batches of at most `batch_size` rows that hold `num_examples` examples."""
+  return -(-num_examples // batch_size)
+
+
+def inference_plan(lengths: Sequence[int], batch_size: int, *, sort_by_length: bool = True,
+                   bucket_rows: bool = False) -> list[np.ndarray]:
+  """The example indices of each inference batch: int64 arrays, `FILLER_INDEX` for filler rows.
+
+  Args:
+    lengths: [n] tokens of each example.
+    batch_size: real rows per batch (the last batch holds the n mod batch_size left).
+    sort_by_length: the examples in order of length (ties in their original order: little
+      padding); else in their original order.
+    bucket_rows: the last batch completed with filler rows to `row_bucket(rows, batch_size)` rows
+      only (a short list encodes a small batch); else every batch has batch_size rows.
+
+  Returns:
+    num_batches(n, batch_size) arrays; every example appears in exactly one of them.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  order = (np.argsort(np.asarray(lengths, np.int64), kind="stable") if sort_by_length
+           else np.arange(len(lengths)))
+  plan = []
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    size = row_bucket(len(rows), batch_size) if bucket_rows else batch_size
+    plan.append(np.concatenate([rows, np.full(size - len(rows), FILLER_INDEX)]).astype(np.int64))
+  return plan
+
+
+def inference_batches(examples: Sequence[np.ndarray], batch_size: int, *, pad_multiple: int,
+                      sort_by_length: bool = True, bucket_rows: bool = False
+                      ) -> Iterator[dict[str, np.ndarray]]:
+  """Padded batches (`make_batch` dicts: tokens [b,t], lengths [b], index [b], valid [b]) of n
+  encoded sentences (`<sos> .. <eos>`) for inference: the batches of `inference_plan`, each padded
+  to a multiple of `pad_multiple` tokens; "index" is each row's position in `examples`.
+
+  Every example appears in exactly one batch; `num_batches(n, batch_size)` batches (none for
+  n = 0). `evaluation_pipeline(examples, b)` yields the same batches as
+  `inference_batches(examples, b, pad_multiple=8)`, as a resumable grain pipeline.
+
+  >>> three_words = [np.array([1, 5, 6, 7, 2])] * 300
+  >>> [b["tokens"].shape for b in inference_batches(three_words, 128, pad_multiple=16,
+  ...                                               bucket_rows=True)]
+  [(128, 16), (128, 16), (64, 16)]
+  """
+  lengths = [len(x) for x in examples]
+  for indices in inference_plan(lengths, batch_size, sort_by_length=sort_by_length,
+                                bucket_rows=bucket_rows):
+    yield make_batch(examples, indices, pad_multiple=pad_multiple)
 
 
 def bucket_by_length(order: np.ndarray, lengths: np.ndarray, chunk_size: int) -> np.ndarray:
@@ -217,19 +287,17 @@ class BatchPipeline:
     if epoch < 0:
       raise ValueError(f"epoch must be >= 0, got {epoch}")
     batch = self.global_batch_size
-    order = np.arange(self.num_examples)
-    if self.sort_by_length:
-      order = np.argsort(self.lengths, kind="stable")
+    if not self.shuffle:
+      return np.stack(inference_plan(self.lengths, batch, sort_by_length=self.sort_by_length))
     rng = np.random.default_rng([self.seed, epoch])
-    if self.shuffle:
-      order = rng.permutation(self.num_examples)
-      if self.drop_remainder:
-        order = order[:self.num_batches * batch]
-      if self.bucket_batches:
-        order = bucket_by_length(order, self.lengths, self.bucket_batches * batch)
+    order = rng.permutation(self.num_examples)
+    if self.drop_remainder:
+      order = order[:self.num_batches * batch]
+    if self.bucket_batches:
+      order = bucket_by_length(order, self.lengths, self.bucket_batches * batch)
     num_filler = self.num_batches * batch - len(order)
     plan = np.concatenate([order, np.full(num_filler, FILLER_INDEX)]).reshape(-1, batch)
-    if self.shuffle and self.bucket_batches:
+    if self.bucket_batches:
       plan = plan[rng.permutation(len(plan))]
     return plan
 
@@ -293,7 +361,8 @@ class BatchPipeline:
 
 def evaluation_pipeline(examples: Sequence[np.ndarray], batch_size: int, *,
                         seed: int = 0) -> BatchPipeline:
-  """The pipeline every evaluation reads: each example exactly once, in order of length (little
-  padding), the last batch completed with filler rows; results go back by the batches' "index"."""
+  """`inference_batches(examples, batch_size, pad_multiple=8)` as a resumable grain pipeline: each
+  example exactly once, in order of length (little padding), the last batch completed with filler
+  rows; results go back by the batches' "index"."""
   return BatchPipeline(examples, global_batch_size=batch_size, seed=seed, shuffle=False,
                        bucket_batches=0, drop_remainder=False, sort_by_length=True)

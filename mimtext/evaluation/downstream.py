@@ -22,8 +22,7 @@ Notation: n sentences, d latent, k Monte Carlo draws, b batch, C classes, h = 32
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +32,8 @@ import optax
 from mimtext import nn
 from mimtext import objectives
 from mimtext import sparse_distributions as sd
-from mimtext import special_tokens
 from mimtext.evaluation import progress as progress_lib
 from mimtext.models import sentence_ae
-
-if TYPE_CHECKING:
-  from mimtext.data import corpus as corpus_lib
-  from mimtext.evaluation import runner
 
 Array = jax.Array
 HIDDEN_UNITS = 32
@@ -47,89 +41,20 @@ LEAKY_SLOPE = 0.01
 OBJECTIVES = ("marginal", "mean_loss")
 
 
-class PosteriorParams(NamedTuple):
-  """Stored q(z|x) of n sentences: mean, log-variance [n,d]; HSVAE Beta(a, b) of γ [n,d] or None."""
-  mean: np.ndarray
-  log_var: np.ndarray
-  beta_a: np.ndarray | None = None
-  beta_b: np.ndarray | None = None
-
-
-# sample(key, rows, k) → z [k,b,d]; rows: a PosteriorParams of b sentences. Must be jittable.
-Sampler = Callable[[Array, PosteriorParams, int], Array]
+# sample(key, rows, k) → z [k,b,d]; rows: a `sentence_ae.Posterior` of b sentences ([b,d] fields,
+# e.g. rows of `encoding.encode_sentences`). Must be jittable.
+Sampler = Callable[[Array, sentence_ae.Posterior, int], Array]
 
 
 # ----------------------------------------------------------------------------- posteriors
 
 
-def take_rows(post: PosteriorParams, idx) -> PosteriorParams:
+def take_rows(post: sentence_ae.Posterior, idx) -> sentence_ae.Posterior:
   """The rows idx [b] of every field (None fields stay None)."""
   return jax.tree_util.tree_map(lambda x: x[idx], post)
 
 
-def posterior_code(post: PosteriorParams) -> np.ndarray:
-  """Deterministic codes [n,d]: μ, or (1 − E[γ]) μ for HSVAE (as `sentence_ae.posterior_code`)."""
-  return np.asarray(sentence_ae.posterior_code(sentence_ae.Posterior(
-      jnp.asarray(post.mean), jnp.asarray(post.log_var), jnp.asarray(post.log_var),
-      None if post.beta_a is None else jnp.asarray(post.beta_a),
-      None if post.beta_b is None else jnp.asarray(post.beta_b))))
-
-
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _encode(params, tokens: Array, lengths: Array, cfg: sentence_ae.ModelConfig
-            ) -> sentence_ae.Posterior:
-  return sentence_ae.encode(params, tokens, lengths, cfg)
-
-
-def pad_rows(rows: Sequence[np.ndarray], *, num_rows: int, pad_multiple: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-  """(tokens int32 [num_rows,t], lengths [num_rows]) of `<sos> … <eos>` rows, <pad>-padded.
-
-  t is the longest row rounded up to pad_multiple; rows beyond len(rows) are `<sos> <eos>` fillers.
-  """
-  longest = max(len(r) for r in rows)
-  t = -(-longest // pad_multiple) * pad_multiple
-  tokens = np.full((num_rows, t), special_tokens.PAD_ID, np.int32)
-  tokens[:, 0], tokens[:, 1] = special_tokens.SOS_ID, special_tokens.EOS_ID
-  lengths = np.full((num_rows,), 2, np.int32)
-  for i, row in enumerate(rows):
-    tokens[i, :len(row)] = row
-    tokens[i, len(row):] = special_tokens.PAD_ID
-    lengths[i] = len(row)
-  return tokens, lengths
-
-
-def encode_posteriors(params, cfg: sentence_ae.ModelConfig, rows: Sequence[np.ndarray], *,
-                      batch_size: int = 200, pad_multiple: int = 16, progress: bool = False,
-                      desc: str = "encode") -> PosteriorParams:
-  """q(z|x) of n `<sos> … <eos>` id rows, in batches of a fixed size (few jit shapes): [n,d].
-
-  `progress`: a bar named `desc` on stderr over the batches (`progress.bar`).
-  """
-  if not rows:
-    raise ValueError("no rows to encode")
-  fields: list[list[np.ndarray]] = [[], [], [], []]
-  starts = range(0, len(rows), batch_size)
-  for start in progress_lib.bar(starts, desc=desc, enabled=progress):
-    chunk = rows[start:start + batch_size]
-    tokens, lengths = pad_rows(chunk, num_rows=batch_size, pad_multiple=pad_multiple)
-    post = jax.device_get(_encode(params, tokens, lengths, cfg))
-    for out, value in zip(fields, (post.mean, post.log_var, post.beta_a, post.beta_b)):
-      if value is not None:
-        out.append(np.asarray(value)[:len(chunk)])
-  joined = [np.concatenate(f) if f else None for f in fields]
-  return PosteriorParams(*joined)
-
-
-def posterior_params(run: "runner.Run", split: "corpus_lib.CorpusSplit", *,
-                     batch_size: int = 200, progress: bool = False,
-                     desc: str = "encode") -> PosteriorParams:
-  """q(z|x) of every sentence of a corpus split under a restored run (frozen encoder)."""
-  return encode_posteriors(run.params, run.model_cfg, split.ids, batch_size=batch_size,
-                           progress=progress, desc=desc)
-
-
-def sample_z(key: Array, rows: PosteriorParams, num_samples: int, *,
+def sample_z(key: Array, rows: sentence_ae.Posterior, num_samples: int, *,
              spike_scale: float = sd.SPIKE_SCALE,
              cfg: objectives.ObjectiveConfig | None = None) -> Array:
   """K draws z ~ q(z|x) per row: [k,b,d] (seed 004 §4.2 steps 1-2), by the latent family of the
@@ -147,15 +72,13 @@ def sample_z(key: Array, rows: PosteriorParams, num_samples: int, *,
         model=sentence_ae.ModelConfig(vocab_size=4, posterior=posterior), name=name,
         spike_scale=spike_scale)
   cfg = dataclasses.replace(cfg, concrete_hard=True)
-  post = sentence_ae.Posterior(rows.mean, rows.log_var, rows.log_var, rows.beta_a, rows.beta_b)
-  return objectives.latent_family(cfg).sample(key, post, cfg, num_samples).z
+  return objectives.latent_family(cfg).sample(key, rows, cfg, num_samples).z
 
 
-def sample_mean(key: Array, rows: PosteriorParams, num_samples: int) -> Array:
+def sample_mean(key: Array, rows: sentence_ae.Posterior, num_samples: int) -> Array:
   """K copies of the deterministic code (for an AE): [k,b,d]; key unused."""
   del key
-  code = sentence_ae.posterior_code(sentence_ae.Posterior(rows.mean, rows.log_var, rows.log_var,
-                                                          rows.beta_a, rows.beta_b))
+  code = sentence_ae.posterior_code(rows)
   return jnp.broadcast_to(code, (num_samples,) + code.shape)
 
 
@@ -212,7 +135,7 @@ def _epoch_batches(rng: np.random.Generator, n: int, batch_size: int) -> np.ndar
   return perm[:m * batch_size].reshape(m, batch_size)
 
 
-def train_classifier(post: PosteriorParams, labels: np.ndarray, num_classes: int, *,
+def train_classifier(post: sentence_ae.Posterior, labels: np.ndarray, num_classes: int, *,
                      key: Array, sample: Sampler = sample_z, num_samples: int = 5,
                      epochs: int = 20, batch_size: int = 64, learning_rate: float = 1e-3,
                      objective: str = "marginal", hidden_dim: int = HIDDEN_UNITS,
@@ -220,7 +143,7 @@ def train_classifier(post: PosteriorParams, labels: np.ndarray, num_classes: int
   """Fits the seed 004 §4.2 classifier on frozen posteriors; fresh K draws of z every step.
 
   Args:
-    post: q(z|x) of the n training sentences (`posterior_params`), [n,d] per field.
+    post: q(z|x) of the n training sentences (`encoding.encode_sentences`), [n,d] per field.
     labels: int [n] in 0..num_classes−1.
     sample: (key, rows, K) → z [K,b,d], jittable (`sample_z`; `sample_mean` for an AE).
     num_samples: K Monte Carlo draws per sentence (paper: 5).
@@ -270,8 +193,9 @@ def train_classifier(post: PosteriorParams, labels: np.ndarray, num_classes: int
   return TrainedClassifier(params, np.asarray(losses))
 
 
-def predict_proba(params: dict, post: PosteriorParams, *, key: Array, sample: Sampler = sample_z,
-                  num_samples: int = 5, batch_size: int = 1000) -> np.ndarray:
+def predict_proba(params: dict, post: sentence_ae.Posterior, *, key: Array,
+                  sample: Sampler = sample_z, num_samples: int = 5,
+                  batch_size: int = 1000) -> np.ndarray:
   """p(y|x) ≈ (1/K) Σ_k p(y|z_k), z_k ~ q(z|x) (seed 004 §4.2 test time): [n,C]."""
   n = np.shape(post.mean)[0]
   data = jax.tree_util.tree_map(jnp.asarray, post)
@@ -307,9 +231,9 @@ def split_probe_sets(num: int, *, train_fraction: float = 0.8, seed: int = 0
   return np.sort(perm[:num_train]), np.sort(perm[num_train:])
 
 
-def classify_report(post: PosteriorParams, labels: np.ndarray, *, num_classes: int | None = None,
-                    seed: int = 0, train_fraction: float = 0.8, sample: Sampler = sample_z,
-                    num_samples: int = 5, **train_kwargs) -> dict:
+def classify_report(post: sentence_ae.Posterior, labels: np.ndarray, *,
+                    num_classes: int | None = None, seed: int = 0, train_fraction: float = 0.8,
+                    sample: Sampler = sample_z, num_samples: int = 5, **train_kwargs) -> dict:
   """Accuracy of the seed 004 §4.2 classifier on a labelled split cut into probe-train / -test.
 
   majority_rate is the probe-test accuracy of always answering the most frequent probe-train

@@ -19,14 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimtext import objectives
-from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
+from mimtext.evaluation import encoding
 from mimtext.models import decoding
 from mimtext.models import sentence_ae
 
 METHODS = ("greedy", "sample", "beam")
-
-_encode = jax.jit(sentence_ae.encode, static_argnames=("cfg",))
 
 
 def _texts(ids, vocab: vocab_lib.Vocabulary) -> list[str]:
@@ -156,9 +154,11 @@ def prior_samples(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabul
                   max_len=max_len, scoring=scoring)
 
 
-def _posterior(params, cfg: sentence_ae.ModelConfig, examples: Sequence[np.ndarray]):
-  batch = pipeline_lib.make_batch(examples, np.arange(len(examples)), pad_multiple=1)
-  return _encode(params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["lengths"]), cfg=cfg)
+def _posterior(params, cfg: sentence_ae.ModelConfig, examples: Sequence[np.ndarray]
+               ) -> sentence_ae.Posterior:
+  """q(z|x) of the examples, encoded as one unpadded batch: [n,d] numpy fields, in input order."""
+  return encoding.encode_sentences(params, cfg, examples, batch_size=len(examples),
+                                   pad_multiple=1)
 
 
 def reconstructions(params, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabulary,

@@ -128,23 +128,21 @@ def impute_endings(params, cfg: sentence_ae.ModelConfig, examples: Sequence[np.n
   """Imputes the final `fraction` of each sentence's words (seed 001 §5: 20%, 3 ICM steps of a
   beam-5 search): one `Imputation` per example (`<sos> w… <eos>` ids) with n ≥ 1 words.
 
-  Batches of `batch_size` rows (the last one filled with empty filler rows) padded to a multiple of
-  8 tokens, so a corpus compiles a few shapes only.
+  Batches of `batch_size` rows in input order (`pipeline.inference_batches`; the last one filled
+  with empty filler rows) padded to a multiple of 8 tokens, so a corpus compiles a few shapes only.
   """
   words = np.asarray([len(x) - 2 for x in examples])
   if np.any(words < 1):
     raise ValueError("every example needs at least one word to impute")
   out: list[Imputation] = []
-  for start in range(0, len(examples), batch_size):
-    index = np.arange(start, min(start + batch_size, len(examples)))
-    rows = np.concatenate([index, np.full(batch_size - len(index), pipeline_lib.FILLER_INDEX)])
-    batch = pipeline_lib.make_batch(examples, rows, pad_multiple=8)
+  for batch in pipeline_lib.inference_batches(examples, batch_size, pad_multiple=8,
+                                              sort_by_length=False):
     missing = np.where(batch["valid"] > 0, num_missing_words(batch["lengths"] - 2, fraction), 0)
     trace = icm_impute(params, cfg, batch["tokens"], batch["lengths"], missing,
                        beam_width=beam_width, num_iters=num_iters, ban_unk=ban_unk,
                        scoring=scoring)
     completed = np.asarray(jax.device_get(trace.tokens))
-    for row, i in enumerate(index):
+    for row, i in enumerate(batch["index"][batch["valid"] > 0]):
       n, m = words[i], int(missing[row])
       true = np.asarray(examples[i])
       out.append(Imputation(true[1:1 + n - m], true[1 + n - m:1 + n],

@@ -68,8 +68,9 @@ def aggregate_posterior_samples(run, split, *, seed: int = 0, progress: bool = F
   over the encoding."""
   from mimtext import objectives  # pylint: disable=g-import-not-at-top
   from mimtext.evaluation import downstream  # pylint: disable=g-import-not-at-top
-  post = downstream.posterior_params(run, split, progress=progress,
-                                     desc="post-hoc prior: encode training sentences")
+  from mimtext.evaluation import encoding  # pylint: disable=g-import-not-at-top
+  post = encoding.encode_sentences(run.params, run.model_cfg, split.ids, progress=progress,
+                                   desc="post-hoc prior: encode training sentences")
   key = jax.random.PRNGKey(seed)
   means = np.asarray(post.mean)
   if objectives.common.scoring(run.obj_cfg).deterministic_z:

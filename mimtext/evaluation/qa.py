@@ -41,6 +41,8 @@ from mimtext import special_tokens
 from mimtext.data import text_files
 from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import downstream
+from mimtext.evaluation import encoding
+from mimtext.models import sentence_ae
 
 if TYPE_CHECKING:
   from mimtext.evaluation import runner
@@ -48,8 +50,8 @@ if TYPE_CHECKING:
 QUESTION_MARK = "?"
 DEFAULT_PAD_LENGTHS = (5, 10, 15)
 # encode_fn: m word-id arrays → (mean [m,d], std [m,d]) of q(z|x). An encoder of a run
-# (`encoder_fn`) also has `.posterior(word_ids) -> downstream.PosteriorParams` and `.objective`,
-# so that z can be drawn by the run's latent family.
+# (`encoder_fn`) also has `.posterior(word_ids) -> sentence_ae.Posterior` and `.objective`, so
+# that z can be drawn by the run's latent family.
 EncodeFn = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
@@ -243,14 +245,13 @@ def _encode(encode_fn: EncodeFn, rows: Sequence[np.ndarray]):
   (mean, std) function is read as the Gaussian posterior N(mean, diag std²)."""
   if hasattr(encode_fn, "posterior"):
     post = encode_fn.posterior(rows)
-    return (downstream.posterior_code(post), np.exp(0.5 * post.log_var), post,
-            encode_fn.objective)
+    return (*encoding.code_and_std(post), post, encode_fn.objective)
   mean, std = encode_fn(rows)
   mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-  return mean, std, downstream.PosteriorParams(mean, 2.0 * np.log(std)), None
+  return mean, std, encoding.gaussian_posterior(mean, std), None
 
 
-def _draw(key: jax.Array | None, code: np.ndarray, post: downstream.PosteriorParams,
+def _draw(key: jax.Array | None, code: np.ndarray, post: sentence_ae.Posterior,
           objective) -> np.ndarray:
   """z = the code (key None) or one draw z ~ q(z|x) by the latent family of `objective`
   (`downstream.sample_z`; without one, the family the posterior's fields imply): [m,d]."""
@@ -362,11 +363,11 @@ def answer_codes(encode_fn: EncodeFn, question_ids: Sequence[np.ndarray],
 
 
 class RunEncoder:
-  """An `EncodeFn` of a restored run: <sos>/<eos> added, batched, jitted `sentence_ae.encode`.
+  """An `EncodeFn` of a restored run: <sos>/<eos> added, then `encoding.encode_sentences`.
 
   Called on word-id arrays it returns (code, std): the deterministic code
   `sentence_ae.posterior_code` (μ; (1 − E[γ]) μ for HSVAE) and exp(log σ²/2) of the (slab)
-  Gaussian. `posterior(word_ids)` gives the whole q(z|x) (`downstream.PosteriorParams`) and
+  Gaussian. `posterior(word_ids)` gives the whole q(z|x) (a `sentence_ae.Posterior`) and
   `objective` the run's objective config, so `rank_candidates` draws z with the run's family.
   """
 
@@ -383,17 +384,15 @@ class RunEncoder:
       return None
     return self.run.obj_cfg
 
-  def posterior(self, word_ids: Sequence[np.ndarray]) -> downstream.PosteriorParams:
+  def posterior(self, word_ids: Sequence[np.ndarray]) -> sentence_ae.Posterior:
     rows = [np.concatenate([[special_tokens.SOS_ID], np.asarray(w, np.int32),
                             [special_tokens.EOS_ID]]).astype(np.int32) for w in word_ids]
-    return downstream.encode_posteriors(self.run.params, self.run.model_cfg, rows,
-                                        batch_size=self.batch_size,
-                                        pad_multiple=self.pad_multiple, progress=self.progress,
-                                        desc="qa: encode")
+    return encoding.encode_sentences(self.run.params, self.run.model_cfg, rows,
+                                     batch_size=self.batch_size, pad_multiple=self.pad_multiple,
+                                     progress=self.progress, desc="qa: encode")
 
   def __call__(self, word_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    post = self.posterior(word_ids)
-    return downstream.posterior_code(post), np.exp(0.5 * post.log_var)
+    return encoding.code_and_std(self.posterior(word_ids))
 
 
 def encoder_fn(run: "runner.Run", *, batch_size: int = 64, pad_multiple: int = 16,

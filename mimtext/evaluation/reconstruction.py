@@ -8,25 +8,29 @@ import jax
 import sacrebleu
 
 from mimtext.data import vocab as vocab_lib
+from mimtext.evaluation import encoding
 from mimtext.models import decoding
 from mimtext.models import sentence_ae
 
 
-posterior_code = jax.jit(
-    lambda params, tokens, lengths, cfg: sentence_ae.posterior_code(
-        sentence_ae.encode(params, tokens, lengths, cfg)),
-    static_argnames=("cfg",))
+def posterior_code(params, tokens: jax.Array, lengths: jax.Array, cfg: sentence_ae.ModelConfig
+                   ) -> jax.Array:
+  """z = E_q[z|x] (`sentence_ae.posterior_code`) of a padded batch: tokens [b,t], lengths [b] →
+  [b,d], by the one jitted encoder (`encoding.encode_batch`)."""
+  post = encoding.encode_batch(params, {"tokens": tokens, "lengths": lengths}, cfg)
+  return sentence_ae.posterior_code(post)
 
 
 def reconstruct_batch(params, batch, cfg: sentence_ae.ModelConfig, vocab: vocab_lib.Vocabulary,
-                      *, max_len: int, inputless: bool = False) -> list[str]:
+                      *, max_len: int, inputless: bool = False, code=None) -> list[str]:
   """Greedy decodes of z = E_q[z|x] for the valid rows of a batch, as space-joined words.
 
   `inputless`: decode as an inputless decoder was trained (<unk> inputs; seed 001 Table 2). A
   hidden-averaging decoder fed L copies of the same code equals the one-latent decoder, so the
-  mean code is decoded once.
+  mean code is decoded once. `code`: the batch's codes [b,d] when the caller has them (the "code"
+  of `bounds.sentence_terms`: the same numbers), so the batch is not encoded again.
   """
-  z = posterior_code(params, batch["tokens"], batch["lengths"], cfg)
+  z = posterior_code(params, batch["tokens"], batch["lengths"], cfg) if code is None else code
   ids, _ = decoding.greedy_decode(params, z, cfg, max_len=max_len, inputless=inputless)
   ids = jax.device_get(ids)
   return [" ".join(vocab.decode(row)) for row, ok in zip(ids, batch["valid"]) if ok > 0]

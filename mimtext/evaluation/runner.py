@@ -22,6 +22,7 @@ from mimtext.data import grammar
 from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import bounds
+from mimtext.evaluation import encoding
 from mimtext.evaluation import generation
 from mimtext.evaluation import information
 from mimtext.evaluation import probe
@@ -71,7 +72,8 @@ def load_run(workdir: str, step: str | int = "best",
 def describe_scoring(scoring: objectives.common.Scoring) -> dict[str, Any]:
   """How the model is scored, in words for the report (DESIGN §7: as it was trained)."""
   if scoring.word_keep == 0.0:
-    inputs = "none: the decoder was trained inputless (word keep rate 0) and is scored without its inputs"
+    inputs = ("none: the decoder was trained inputless (word keep rate 0) and is scored without "
+              "its inputs")
   elif scoring.trained_with_word_dropout:
     inputs = ("every word: trained with word dropout (0 < keep < 1), evaluated with full inputs "
               "as seed 001 §3.2 does")
@@ -93,16 +95,11 @@ def describe_scoring(scoring: objectives.common.Scoring) -> dict[str, Any]:
 
 def posterior_codes(run: Run, split: corpus_lib.CorpusSplit, *, batch_size: int = 200,
                     progress: bool = False, desc: str = "encode") -> np.ndarray:
-  """The deterministic code (`sentence_ae.posterior_code`) of every sentence of `split`: [n,d]."""
-  pipe = pipeline_lib.evaluation_pipeline(split.ids, batch_size)
-  codes = np.zeros((len(split.ids), run.model_cfg.latent_dim), np.float32)
-  for batch in progress_lib.bar(pipe.epoch(0), total=pipe.num_batches, desc=desc,
-                                enabled=progress):
-    rows = batch["valid"] > 0
-    out = reconstruction.posterior_code(run.params, batch["tokens"], batch["lengths"],
-                                        run.model_cfg)
-    codes[batch["index"][rows]] = np.asarray(out)[rows]
-  return codes
+  """The deterministic code (`sentence_ae.posterior_code`) of every sentence of `split`: [n,d]
+  (`encoding.encode_sentences`, lengths padded to multiples of 8)."""
+  post = encoding.encode_sentences(run.params, run.model_cfg, split.ids, batch_size=batch_size,
+                                   pad_multiple=8, progress=progress, desc=desc)
+  return encoding.deterministic_code(post)
 
 
 def label_probe(run: Run, train: corpus_lib.CorpusSplit, test: corpus_lib.CorpusSplit,
@@ -198,13 +195,13 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
   scoring = objectives.common.scoring(obj_cfg)
   iw_samples = max((iw_samples or num_z_samples, *iw_sweep))
   sweep = tuple(sorted({k for k in iw_sweep if k < iw_samples}))
-  pipe = pipeline_lib.evaluation_pipeline(split.ids, batch_size, seed=seed)
   num_words = np.asarray([len(ids) - 2 for ids in split.ids])
   max_len = max_decode_len or int(num_words.max()) + 5
   key = jax.random.PRNGKey(seed)
   terms: dict[str, np.ndarray] = {}
   hypotheses: list[str | None] = [None] * n
-  batches = progress_lib.bar(pipe.epoch(0), total=pipe.num_batches, desc="evaluate",
+  batches = progress_lib.bar(pipeline_lib.inference_batches(split.ids, batch_size, pad_multiple=8),
+                             total=pipeline_lib.num_batches(n, batch_size), desc="evaluate",
                              enabled=progress)
   for i, batch in enumerate(batches):
     extra = {} if posthoc is None else dict(prior_fn=posthoc.log_prob,
@@ -221,8 +218,8 @@ def evaluate_split(run: Run, split: corpus_lib.CorpusSplit, *, num_z_samples: in
         terms[name] = np.zeros((n,) + value.shape[1:], value.dtype)
       terms[name][index] = value[rows]
     recon = reconstruction.reconstruct_batch(run.params, batch, run.model_cfg, run.vocab,
-                                             max_len=max_len,
-                                             inputless=scoring.word_keep == 0.0)
+                                             max_len=max_len, inputless=scoring.word_keep == 0.0,
+                                             code=out["code"])
     for j, text in zip(index, recon):
       hypotheses[j] = text
   references = [" ".join(run.vocab.decode(ids)) for ids in split.ids]

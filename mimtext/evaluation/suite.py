@@ -37,6 +37,7 @@ from mimtext.data import pipeline as pipeline_lib
 from mimtext.data import vocab as vocab_lib
 from mimtext.evaluation import bounds
 from mimtext.evaluation import downstream
+from mimtext.evaluation import encoding
 from mimtext.evaluation import figures
 from mimtext.evaluation import information
 from mimtext.evaluation import posthoc
@@ -82,10 +83,25 @@ class Context:
   out_dir: str
   results: dict[str, Any] = dataclasses.field(default_factory=dict)
   terms: dict[str, np.ndarray] | None = None     # per-sentence bound terms (bounds section)
+  # q(z|x) of the first sentences of the split, encoded once for every section that reads them.
+  encoded: sentence_ae.Posterior | None = None
 
   @property
   def scoring(self) -> objectives.common.Scoring:
     return objectives.common.scoring(self.run.obj_cfg)
+
+  def posteriors(self, num: int) -> tuple[corpus_lib.CorpusSplit, sentence_ae.Posterior]:
+    """The first `num` sentences of the split and their q(z|x) (numpy [n,d] fields,
+    `encoding.encode_sentences`, batches of 200). Encoded once: a section asking for no more
+    sentences than an earlier one takes the first rows of its encoding (the same numbers: a
+    sentence's posterior does not depend on which sentences share its batch)."""
+    split = self.split.head(num)
+    n = len(split.ids)
+    if self.encoded is None or len(self.encoded.mean) < n:
+      self.encoded = encoding.encode_sentences(self.run.params, self.run.model_cfg, split.ids,
+                                               progress=self.options.progress,
+                                               desc=f"{self.split_name}: encode")
+    return split, downstream.take_rows(self.encoded, slice(0, n))
 
   def figure_path(self, name: str) -> str:
     return os.path.join(self.out_dir, f"{name}_{self.split_name}.png")
@@ -168,9 +184,8 @@ def section_info(ctx: Context) -> dict[str, Any]:
   where the family has it in closed form, else the total alone (Monte Carlo) with the reason.
   """
   o = ctx.options
-  split = ctx.split.head(o.max_info_sentences)
-  post = downstream.posterior_params(ctx.run, split, progress=o.progress, desc="info: encode")
-  codes = downstream.posterior_code(post)
+  split, post = ctx.posteriors(o.max_info_sentences)
+  codes = encoding.deterministic_code(post)
   d = codes.shape[1]
   out: dict[str, Any] = {
       "N": len(split.ids),
@@ -196,11 +211,9 @@ def section_info(ctx: Context) -> dict[str, Any]:
     return out
   obj_cfg = ctx.run.obj_cfg
   family = objectives.latent_family(obj_cfg)
-  jpost = sentence_ae.Posterior(*(None if x is None else jnp.asarray(x) for x in (
-      post.mean, post.log_var, post.log_var, post.beta_a, post.beta_b)))
   # k = num_z_samples draws (key PRNGKey(seed)): the first for the MI, all k for a Monte Carlo KL.
-  draw = family.sample(jax.random.PRNGKey(o.seed), jpost, obj_cfg, max(1, o.num_z_samples))
-  out.update(information.family_kl_summary(family, jpost, draw, obj_cfg))
+  draw = family.sample(jax.random.PRNGKey(o.seed), post, obj_cfg, max(1, o.num_z_samples))
+  out.update(information.family_kl_summary(family, post, draw, obj_cfg))
   if family.gaussian_posterior:
     z = np.asarray(draw.z[0])
     out["mutual_information"] = information.mutual_information(post.mean, post.log_var, z)
@@ -236,9 +249,9 @@ def section_histograms(ctx: Context) -> dict[str, Any]:
   m = len(split.ids)
   if m < 2:
     return _skipped("fewer than two sentences")
-  batch = pipeline_lib.make_batch(split.ids, np.arange(m), pad_multiple=8)
+  _, post = ctx.posteriors(m)
+  (batch,) = pipeline_lib.inference_batches(split.ids, m, pad_multiple=8, sort_by_length=False)
   tokens, lengths = jnp.asarray(batch["tokens"]), jnp.asarray(batch["lengths"])
-  post = sentence_ae.encode(ctx.run.params, tokens, lengths, ctx.run.model_cfg)
   num_latents = ctx.scoring.num_latents
   family = objectives.latent_family(ctx.run.obj_cfg)
   if ctx.scoring.deterministic_z:
@@ -409,7 +422,11 @@ def section_classify(ctx: Context) -> dict[str, Any]:
     if split.labels is None:
       out[name] = _skipped("the split has no labels")
       continue
-    post = downstream.posterior_params(ctx.run, split, progress=ctx.options.progress,
+    if split is ctx.split:
+      post = ctx.posteriors(len(split.ids))[1]
+    else:
+      post = encoding.encode_sentences(ctx.run.params, ctx.run.model_cfg, split.ids,
+                                       progress=ctx.options.progress,
                                        desc=f"classify {name}: encode")
     result = downstream.classify_report(post, np.asarray(split.labels), seed=ctx.options.seed,
                                         sample=_sampler(ctx), progress=ctx.options.progress)
