@@ -117,7 +117,7 @@ def test_sample_from_the_posthoc_prior_saves_it_and_decodes_by_sampling(gen, cap
     saved = json.load(f)
   k = saved["info"]["num_components"]
   assert out.startswith(f"4 samples from the post-hoc prior (a {k}-component Gaussian mixture "
-                        f"fitted to 57 draws z ~ q(z|x) of training sentences, chosen by the "
+                        f"fitted to 58 draws z ~ q(z|x) of training sentences, chosen by the "
                         f"post-hoc bound on training sentences"), out
   assert "on training sentences at step 4" in out.splitlines()[0], out
   assert "sampled decoding (temperature 0.7)" in out.splitlines()[0]

@@ -468,7 +468,7 @@ def _add_posthoc_bound(out: dict, terms: dict[str, np.ndarray], rec: dict[str, n
                        tokens: dict[str, float], n: int, truth: np.ndarray | None = None) -> None:
   """The post-hoc bounds ("posthoc_iw", and "posthoc_widened_iw" beside a learned proposal), where
   `terms` has their importance-weighted log p̂(x)."""
-  for bound in ("posthoc_iw", "posthoc_widened_iw"):
+  for bound in IW_BOUNDS[1:]:
     if f"{bound}_log_px" in terms:
       _add_bound(out, bound, {s: -np.asarray(terms[f"{bound}_log_px" + s], np.float64)
                               for s in rec}, tokens, n, truth=truth)

@@ -173,7 +173,8 @@ def fit(run, train_split, *, candidates=DEFAULT_CANDIDATES, max_codes: int = 20_
   quickstart's training sentences) when no Gaussian proposal can follow it.
 
   Returns the prior and what describes the fit: {"prior_kind" ("mixture" or "flow"),
-  "num_components", "scores", "flow", "bound_scores", "num_codes", "step", "fitted_to",
+  "num_components", "scores", "flow", "bound_scores", "num_codes", "num_fit_codes" (the 90 %),
+  "step", "fitted_to",
   "seconds", "ae_proposal_std" (the AE's fit noise), and for a Gaussian posterior or an AE the
   bound's widened proposal: "proposal_scale" (c), "proposal_scores" (the bound per c on training
   sentences), "proposal_spread" (ŝ, [d]); see `proposal_std`}. `progress`: bars (stderr) over
@@ -193,7 +194,8 @@ def fit(run, train_split, *, candidates=DEFAULT_CANDIDATES, max_codes: int = 20_
     scores[str(k)] = float(jnp.mean(posthoc_prior.log_prob(priors[str(k)], held_z)))
     if len(scores) > 1 and scores[str(k)] < list(scores.values())[-2]:
       break
-  info: dict[str, Any] = {"scores": scores, "num_codes": int(len(codes)), "step": int(run.step),
+  info: dict[str, Any] = {"scores": scores, "num_codes": int(len(codes)),
+                          "num_fit_codes": int(len(train)), "step": int(run.step),
                           "fitted_to": FITTED_TO}
   if flow:
     priors["flow"], info["flow"] = flow_prior.fit(train, seed=seed)
@@ -238,7 +240,7 @@ def describe_prior(info: dict[str, Any]) -> str:
     held += f", flow: {flow['score']:.1f}"
   bound = ", ".join(f"{'K=' + k if k != 'flow' else k}: {v:.1f}"
                     for k, v in info.get("bound_scores", {}).items())
-  return (f"{chosen} fitted to {int(0.9 * info['num_codes'])} draws z ~ q(z|x) of training "
+  return (f"{chosen} fitted to {info['num_fit_codes']} draws z ~ q(z|x) of training "
           f"sentences, chosen by the post-hoc bound on training sentences ({bound} nats) among "
           f"candidates scored by held-out draws ({held} nats per code)")
 
@@ -361,7 +363,9 @@ def load_or_fit_proposal(run, train_split, gmm: Prior,
 
 def describe_learned_proposal(info: dict[str, Any]) -> str:
   """The learned proposal and its training, in words, from `load_or_fit_proposal`'s info."""
-  return (f"r(z|x) = N(μ_r(x), diag σ_r²(x)) learned on {info['num_train']:,} training sentences "
+  density = ("N(μ_r(x), diag σ_r²(x))" if not info.get("rank") else
+             f"N(μ_r(x), Λ⁻¹), Λ = diag σ_r⁻²(x) + U(x)U(x)ᵀ with U of rank {info['rank']},")
+  return (f"r(z|x) = {density} learned on {info['num_train']:,} training sentences "
           f"(DReG, K = {info['num_draws']}; {info['steps']} steps, best at {info['best_step']}, "
           f"{info['stopped']}; {info['seconds']:.0f} s): held-out bound at K = "
           f"{info['eval_draws']} {info['start_bound']:.2f} → {info['best_bound']:.2f} nats on "

@@ -234,17 +234,13 @@ def holdout_split(codes: np.ndarray, *, seed: int = 0, holdout_fraction: float =
 
 def select_num_components(codes: np.ndarray, candidates: Sequence[int], *, seed: int = 0,
                           holdout_fraction: float = 0.1, progress: bool = False,
-                          stop_when_worse: bool = False,
                           **fit_kwargs) -> tuple[int, dict[int, float]]:
   """Picks K by the held-out mean log-likelihood (1/|H|) Σ_{n∈H} log p̂_K(z_n).
 
   A random `holdout_fraction` of the codes (numpy `seed`) is held out, a mixture fitted to the rest
   for each candidate K (`fit_gaussian_mixture(..., seed=seed, **fit_kwargs)`), and the K scoring
-  highest on the held-out codes returned (the smallest K among ties). With `stop_when_worse` the
-  candidates (ascending) stop at the first K that scores below the one before it: the larger ones
-  are not fitted (the held-out likelihood of a growing mixture rises, then falls once it
-  overfits). Refit on all the codes with the chosen K to use it. `progress`: a bar over the
-  candidates on stderr (`progress.bar`).
+  highest on the held-out codes returned (the smallest K among ties). Refit on all the codes with
+  the chosen K to use it. `progress`: a bar over the candidates on stderr (`progress.bar`).
 
   Returns:
     (best K, {K: held-out mean log-likelihood in nats per code}).
@@ -253,13 +249,9 @@ def select_num_components(codes: np.ndarray, candidates: Sequence[int], *, seed:
     raise ValueError("no candidate numbers of components")
   train, held = holdout_split(codes, seed=seed, holdout_fraction=holdout_fraction)
   held_z = jnp.asarray(held, jnp.float32)
-  scores: dict[int, float] = {}
-  ordered = sorted(candidates) if stop_when_worse else list(candidates)
-  for k in progress_lib.bar(ordered, desc="post-hoc prior: EM per K", unit="K",
-                            enabled=progress):
-    scores[int(k)] = float(_mean_log_prob(fit_gaussian_mixture(train, int(k), seed=seed,
-                                                               **fit_kwargs), held_z))
-    if stop_when_worse and len(scores) > 1 and scores[int(k)] < list(scores.values())[-2]:
-      break
+  scores = {int(k): float(_mean_log_prob(fit_gaussian_mixture(train, int(k), seed=seed,
+                                                              **fit_kwargs), held_z))
+            for k in progress_lib.bar(list(candidates), desc="post-hoc prior: EM per K",
+                                      unit="K", enabled=progress)}
   best = max(sorted(scores), key=lambda k: scores[k])
   return best, scores
